@@ -1,0 +1,277 @@
+// The CUDA backend: cuBLAS (default math, no TF32) for GEMMs, cuSOLVER for the
+// Cholesky factorisations, our kernels for the rest. One stream per backend; memory
+// from the stream-ordered allocator.
+#include <memory>
+
+#include "absl/strings/str_format.h"
+#include "kernels/backend.h"
+#include "kernels/cuda/check.h"
+#include "kernels/cuda/elementwise.cuh"
+#include "kernels/cuda/gptq_block.cuh"
+
+namespace dgptq::kernels {
+namespace {
+
+absl::Status CheckMat(const Mat& m, const char* what) {
+  if (m.rows < 0 || m.cols < 0 || m.ld < m.cols || (m.data == nullptr && m.rows * m.cols > 0)) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "%s: bad matrix view (rows=%d cols=%d ld=%d)", what, m.rows, m.cols, m.ld));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckSquare(const Mat& m, const char* what) {
+  DGPTQ_RETURN_IF_ERROR(CheckMat(m, what));
+  if (m.rows != m.cols) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%s must be square, got [%d, %d]", what, m.rows, m.cols));
+  }
+  return absl::OkStatus();
+}
+
+class CudaBackend final : public Backend {
+ public:
+  static absl::StatusOr<std::unique_ptr<Backend>> Create(int device) {
+    auto b = std::unique_ptr<CudaBackend>(new CudaBackend());
+    b->device_ = device;
+    DGPTQ_CUDA_CHECK(cudaSetDevice(device));
+    DGPTQ_CUDA_CHECK(cudaStreamCreateWithFlags(&b->stream_, cudaStreamNonBlocking));
+    DGPTQ_CUDA_CHECK(cublasCreate(&b->blas_));
+    DGPTQ_CUDA_CHECK(cublasSetStream(b->blas_, b->stream_));
+    DGPTQ_CUDA_CHECK(cublasSetMathMode(b->blas_, CUBLAS_DEFAULT_MATH));
+    DGPTQ_CUDA_CHECK(cusolverDnCreate(&b->solver_));
+    DGPTQ_CUDA_CHECK(cusolverDnSetStream(b->solver_, b->stream_));
+    // Keep freed memory in the pool: modules allocate and free the same sizes.
+    cudaMemPool_t pool;
+    DGPTQ_CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, device));
+    uint64_t threshold = UINT64_MAX;
+    DGPTQ_CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &threshold));
+    cudaDeviceProp prop;
+    DGPTQ_CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
+    b->gpu_name_ = prop.name;
+    return std::unique_ptr<Backend>(std::move(b));
+  }
+  ~CudaBackend() override {
+    if (solver_) cusolverDnDestroy(solver_);
+    if (blas_) cublasDestroy(blas_);
+    if (stream_) {
+      cudaStreamSynchronize(stream_);
+      cudaStreamDestroy(stream_);
+    }
+  }
+
+  DeviceKind kind() const override { return DeviceKind::kCuda; }
+  std::string name() const override { return absl::StrFormat("cuda:%d (%s)", device_, gpu_name_); }
+
+  absl::StatusOr<Buffer> Allocate(size_t bytes) override {
+    void* p = nullptr;
+    const size_t n = bytes == 0 ? 16 : bytes;
+    DGPTQ_CUDA_CHECK(cudaMallocAsync(&p, n, stream_));
+    DGPTQ_CUDA_CHECK(cudaMemsetAsync(p, 0, n, stream_));
+    cudaStream_t s = stream_;
+    return Buffer(p, bytes, [s](void* q) { cudaFreeAsync(q, s); });
+  }
+  absl::Status Upload(const void* host, void* device, size_t bytes) override {
+    DGPTQ_CUDA_CHECK(cudaMemcpyAsync(device, host, bytes, cudaMemcpyHostToDevice, stream_));
+    // Pageable sources may be reused by the caller as soon as we return.
+    DGPTQ_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    return absl::OkStatus();
+  }
+  absl::Status Download(const void* device, void* host, size_t bytes) override {
+    DGPTQ_CUDA_CHECK(cudaMemcpyAsync(host, device, bytes, cudaMemcpyDeviceToHost, stream_));
+    DGPTQ_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    return absl::OkStatus();
+  }
+  absl::Status Copy(void* dst, const void* src, size_t bytes) override {
+    DGPTQ_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream_));
+    return absl::OkStatus();
+  }
+  absl::Status Synchronize() override {
+    DGPTQ_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    return absl::OkStatus();
+  }
+  absl::Status ConvertToF32(DType t, const void* src, float* dst, size_t n) override {
+    if (t == DType::kF32) return Copy(dst, src, n * sizeof(float));
+    if (t != DType::kF16 && t != DType::kBF16) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("cannot convert %s to F32", DTypeName(t)));
+    }
+    DGPTQ_CUDA_CHECK(cuda::LaunchHalfToF32(t == DType::kBF16, src, dst, n, stream_));
+    return absl::OkStatus();
+  }
+
+  absl::Status Gemm(bool ta, bool tb, float alpha, const Mat& a, const Mat& b, float beta,
+                    const Mat& c) override;
+  absl::Status AccumulateHessian(const ActView& x, const Mat& h) override;
+  absl::Status CholeskyInverseUpper(const Mat& h) override;
+
+  absl::Status PrepareHessian(const Mat& h, const Mat& w, float scale) override {
+    DGPTQ_RETURN_IF_ERROR(CheckSquare(h, "hessian"));
+    DGPTQ_RETURN_IF_ERROR(CheckMat(w, "weight"));
+    if (w.cols != h.rows) {
+      return absl::InvalidArgumentError("weight columns do not match the Hessian");
+    }
+    DGPTQ_CUDA_CHECK(cuda::LaunchScaleSquare(h.data, h.rows, h.ld, scale, stream_));
+    DGPTQ_CUDA_CHECK(cuda::LaunchDeadColumns(h.data, h.rows, h.ld, w.data, w.rows, w.ld, stream_));
+    return absl::OkStatus();
+  }
+  absl::Status Dampen(const Mat& h, float percent) override {
+    DGPTQ_RETURN_IF_ERROR(CheckSquare(h, "hessian"));
+    DGPTQ_CUDA_CHECK(cuda::LaunchDampen(h.data, h.rows, h.ld, percent, stream_));
+    return absl::OkStatus();
+  }
+  absl::Status ArgsortDiagDescending(const Mat& h, int32_t* perm) override {
+    DGPTQ_RETURN_IF_ERROR(CheckSquare(h, "hessian"));
+    DGPTQ_CUDA_CHECK(cuda::LaunchArgsortDiagDesc(h.data, h.rows, h.ld, perm, stream_));
+    return absl::OkStatus();
+  }
+  absl::Status PermuteColumns(const Mat& src, const int32_t* perm, const Mat& dst) override {
+    if (src.rows != dst.rows || src.cols != dst.cols) {
+      return absl::InvalidArgumentError("permute: source and destination shapes differ");
+    }
+    DGPTQ_CUDA_CHECK(cuda::LaunchPermuteColumns(src.data, src.rows, src.cols, src.ld, perm,
+                                                dst.data, dst.ld, stream_));
+    return absl::OkStatus();
+  }
+  absl::Status PermuteSymmetric(const Mat& src, const int32_t* perm, const Mat& dst) override {
+    DGPTQ_RETURN_IF_ERROR(CheckSquare(src, "hessian"));
+    if (src.rows != dst.rows || src.cols != dst.cols) {
+      return absl::InvalidArgumentError("permute: source and destination shapes differ");
+    }
+    DGPTQ_CUDA_CHECK(cuda::LaunchPermuteSymmetric(src.data, src.rows, src.ld, perm, dst.data,
+                                                  dst.ld, stream_));
+    return absl::OkStatus();
+  }
+  absl::Status PermuteColumnsI32(const int32_t* src, int64_t rows, int64_t cols,
+                                 const int32_t* perm, int32_t* dst) override {
+    DGPTQ_CUDA_CHECK(cuda::LaunchPermuteColumnsI32(src, rows, cols, perm, dst, stream_));
+    return absl::OkStatus();
+  }
+  absl::Status ComputeGrid(const Mat& w, const GridSpec& g, float* scale, float* zero) override {
+    DGPTQ_RETURN_IF_ERROR(CheckMat(w, "weight"));
+    DGPTQ_CUDA_CHECK(cuda::LaunchComputeGrid(w.data, w.rows, w.cols, w.ld, g.bits, g.sym, g.mse,
+                                             scale, zero, stream_));
+    return absl::OkStatus();
+  }
+  absl::Status QuantizeRtn(const Mat& w, int bits, const int32_t* col_group, const float* scales,
+                           const float* zeros, int32_t* codes) override {
+    DGPTQ_RETURN_IF_ERROR(CheckMat(w, "weight"));
+    DGPTQ_CUDA_CHECK(cuda::LaunchQuantizeRtn(w.data, w.rows, w.cols, w.ld, bits, col_group,
+                                             scales, zeros, codes, stream_));
+    return absl::OkStatus();
+  }
+  absl::Status GptqBlock(const GptqBlockArgs& a) override;
+  absl::StatusOr<double> Sum(const float* x, size_t n) override {
+    DGPTQ_ASSIGN_OR_RETURN(Buffer out, Allocate(sizeof(double)));
+    DGPTQ_CUDA_CHECK(cuda::LaunchSum(x, n, static_cast<double*>(out.data()), stream_));
+    double s = 0;
+    DGPTQ_RETURN_IF_ERROR(Download(out.data(), &s, sizeof(s)));
+    return s;
+  }
+
+ private:
+  CudaBackend() = default;
+  int device_ = 0;
+  std::string gpu_name_;
+  cudaStream_t stream_ = nullptr;
+  cublasHandle_t blas_ = nullptr;
+  cusolverDnHandle_t solver_ = nullptr;
+};
+
+// Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: swap the operands.
+absl::Status CudaBackend::Gemm(bool ta, bool tb, float alpha, const Mat& a, const Mat& b,
+                               float beta, const Mat& c) {
+  DGPTQ_RETURN_IF_ERROR(CheckMat(a, "gemm A"));
+  DGPTQ_RETURN_IF_ERROR(CheckMat(b, "gemm B"));
+  DGPTQ_RETURN_IF_ERROR(CheckMat(c, "gemm C"));
+  const int64_t m = ta ? a.cols : a.rows, k = ta ? a.rows : a.cols;
+  const int64_t kb = tb ? b.cols : b.rows, n = tb ? b.rows : b.cols;
+  if (k != kb || c.rows != m || c.cols != n) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "gemm shapes disagree: op(A) [%d, %d], op(B) [%d, %d], C [%d, %d]", m, k, kb, n, c.rows,
+        c.cols));
+  }
+  if (m == 0 || n == 0) return absl::OkStatus();
+  DGPTQ_CUDA_CHECK(cublasSgemm(blas_, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N,
+                               n, m, k, &alpha, b.data, b.ld, a.data, a.ld, &beta, c.data, c.ld));
+  return absl::OkStatus();
+}
+
+// Row-major X [n, cols] is column-major X^T [cols, n]: H = (X^T)(X^T)^T.
+absl::Status CudaBackend::AccumulateHessian(const ActView& x, const Mat& h) {
+  DGPTQ_RETURN_IF_ERROR(CheckSquare(h, "hessian"));
+  if (h.rows != x.cols || x.ld < x.cols || !IsFloat(x.dtype)) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "hessian [%d, %d] does not match activations [%d, %d] of %s", h.rows, h.cols, x.rows,
+        x.cols, DTypeName(x.dtype)));
+  }
+  if (x.rows == 0) return absl::OkStatus();
+  const cudaDataType t = x.dtype == DType::kF32   ? CUDA_R_32F
+                         : x.dtype == DType::kF16 ? CUDA_R_16F
+                                                  : CUDA_R_16BF;
+  const float one = 1.0f;
+  DGPTQ_CUDA_CHECK(cublasGemmEx(blas_, CUBLAS_OP_N, CUBLAS_OP_T, x.cols, x.cols, x.rows, &one,
+                                x.data, t, x.ld, x.data, t, x.ld, &one, h.data, CUDA_R_32F, h.ld,
+                                CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+  return absl::OkStatus();
+}
+
+// H is symmetric, so its row-major storage is also its column-major one. Lower
+// Cholesky + inverse + lower Cholesky of the inverse in column-major; read back
+// row-major, that lower factor L is U = L^T with U^T U = H^-1.
+absl::Status CudaBackend::CholeskyInverseUpper(const Mat& h) {
+  DGPTQ_RETURN_IF_ERROR(CheckSquare(h, "hessian"));
+  const int n = static_cast<int>(h.rows), ld = static_cast<int>(h.ld);
+  if (n == 0) return absl::OkStatus();
+  const cublasFillMode_t lower = CUBLAS_FILL_MODE_LOWER;
+  int lwork = 0, lwork2 = 0;
+  DGPTQ_CUDA_CHECK(cusolverDnSpotrf_bufferSize(solver_, lower, n, h.data, ld, &lwork));
+  DGPTQ_CUDA_CHECK(cusolverDnSpotri_bufferSize(solver_, lower, n, h.data, ld, &lwork2));
+  DGPTQ_ASSIGN_OR_RETURN(Buffer work, Allocate(sizeof(float) * std::max(lwork, lwork2)));
+  DGPTQ_ASSIGN_OR_RETURN(Buffer info, Allocate(3 * sizeof(int)));
+  int* dinfo = static_cast<int*>(info.data());
+  DGPTQ_CUDA_CHECK(cusolverDnSpotrf(solver_, lower, n, h.data, ld, work.f32(), lwork, dinfo));
+  DGPTQ_CUDA_CHECK(cusolverDnSpotri(solver_, lower, n, h.data, ld, work.f32(), lwork2, dinfo + 1));
+  DGPTQ_CUDA_CHECK(cuda::LaunchMirrorLower(h.data, n, ld, stream_));
+  DGPTQ_CUDA_CHECK(cusolverDnSpotrf(solver_, lower, n, h.data, ld, work.f32(), lwork, dinfo + 2));
+  DGPTQ_CUDA_CHECK(cuda::LaunchZeroStrictLower(h.data, n, ld, stream_));
+  int host_info[3];
+  DGPTQ_RETURN_IF_ERROR(Download(dinfo, host_info, sizeof(host_info)));
+  if (host_info[0] != 0 || host_info[1] != 0 || host_info[2] != 0) {
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "Hessian is not positive definite (cuSOLVER info %d/%d/%d)", host_info[0], host_info[1],
+        host_info[2]));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CudaBackend::GptqBlock(const GptqBlockArgs& a) {
+  DGPTQ_RETURN_IF_ERROR(CheckMat(a.w, "weight"));
+  DGPTQ_RETURN_IF_ERROR(CheckSquare(a.hinv, "hinv block"));
+  if (a.begin < 0 || a.end > a.w.cols || a.begin >= a.end || a.hinv.rows != a.end - a.begin ||
+      a.err.rows != a.w.rows || a.err.cols < a.end - a.begin || a.end - a.begin > 512) {
+    return absl::InvalidArgumentError("gptq block: inconsistent block bounds or shapes");
+  }
+  cuda::GptqBlockParams p{a.w.data, a.w.ld, a.w.rows, a.w.cols, a.hinv.data, a.hinv.ld,
+                          a.begin, a.end, a.grid.bits, a.grid.sym, a.grid.mse, a.group_size,
+                          a.dynamic_groups, a.col_group, a.scales, a.zeros, a.codes,
+                          a.err.data, a.err.ld, a.loss};
+  DGPTQ_CUDA_CHECK(cuda::LaunchGptqBlock(p, stream_));
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Backend>> MakeCudaBackend(int device) {
+  if (!CudaAvailable()) {
+    return absl::UnavailableError("no CUDA device is available; use --device cpu");
+  }
+  return CudaBackend::Create(device);
+}
+
+bool CudaAvailable() {
+  int n = 0;
+  return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
+}
+
+}  // namespace dgptq::kernels

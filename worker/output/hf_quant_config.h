@@ -1,0 +1,54 @@
+// The `quantization_config` of a quantized Hugging Face checkpoint, in the two formats
+// dgptq writes (GPTQ v1 and compressed-tensors pack-quantized): building it for the
+// writer and parsing it for the reader. The key sets and their sources are documented
+// in hf_quant_config.cc. JSON travels as text so nlohmann stays in the .cc files.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "common/quant_config.h"
+#include "kernels/packing.h"
+
+namespace dgptq::worker {
+
+enum class OutputFormat { kGptq, kCompressedTensors };
+
+// "gptq" or "compressed-tensors"; InvalidArgument naming the value otherwise.
+absl::StatusOr<OutputFormat> ParseOutputFormat(absl::string_view name);
+// The inverse of ParseOutputFormat.
+const char* OutputFormatName(OutputFormat f);
+
+// What a checkpoint's quantization_config says.
+struct HfQuantInfo {
+  OutputFormat format = OutputFormat::kGptq;
+  QuantConfig quant;  // bits, group_size, sym, act_order, static_groups, damp_percent
+  bool lm_head_quantized = false;   // GPTQ `lm_head`
+  std::vector<std::string> ignore;  // linear modules left unquantized
+};
+
+// compressed-tensors activation ordering: "weight" (static groups, groups fixed before
+// the permutation, no g_idx stored) or "group" (groups in permuted order, g_idx stored).
+enum class CtActOrder { kNone, kWeight, kGroup };
+CtActOrder CtActOrderOf(const QuantConfig& q);
+// GPTQ `desc_act`: true only when g_idx may be permuted (act-order with dynamic groups).
+bool GptqDescAct(const QuantConfig& q);
+// Whether q.g_idx[c] == c / group_size (0 for per channel) for every column.
+bool IsImplicitGIdx(const kernels::QuantizedWeight& q);
+
+// The quantization_config object as JSON text. `quantizer` is "dgptq:<version>".
+std::string BuildQuantizationConfig(const HfQuantInfo& info, const std::string& quantizer);
+
+// Parses config.json text (and quantize_config.json text, "" when absent, used when
+// config.json has no quantization_config as in older AutoGPTQ checkpoints). nullopt for
+// an unquantized checkpoint. InvalidArgument naming `source` for malformed JSON, an
+// unknown quant_method (named), an unsupported checkpoint_format or compressed-tensors
+// format, or missing / mistyped keys.
+absl::StatusOr<std::optional<HfQuantInfo>> ParseQuantizationConfig(
+    const std::string& config_json, const std::string& quantize_config_json,
+    const std::string& source);
+
+}  // namespace dgptq::worker
