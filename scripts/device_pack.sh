@@ -7,10 +7,10 @@ cd "$(dirname "$0")/.."
 out=device-pack
 rm -rf "$out" && mkdir -p "$out/lib" "$out/bin"
 for b in "$@"; do
-  cp "$b" "$out/bin/"
+  cp "$b" "$out/bin/" && strip "$out/bin/$(basename "$b")"
   ldd "$b" | awk '/=> \// {print $3}' | while read -r lib; do
     case "$(basename "$lib")" in
-      libcuda.so*|libcudart*|libcublas*|libnccl*|libcusolver*|libc.so*|libm.so*|libpthread*|libdl.so*|librt.so*|ld-linux*) ;;
+      libcuda.so*|libcudart*|libcublas*|libnccl*|libcusolver*|libcusparse*|libnvJitLink*|libc.so*|libm.so*|libstdc++*|libgcc_s*|libpthread*|libdl.so*|librt.so*|ld-linux*) ;;
       *) cp -Ln "$lib" "$out/lib/" 2>/dev/null || true ;;
     esac
   done
