@@ -156,6 +156,36 @@ class Backend {
   virtual absl::Status GptqBlock(const GptqBlockArgs& args) = 0;
   // Sum of n floats, returned to the host.
   virtual absl::StatusOr<double> Sum(const float* x, size_t n) = 0;
+
+  // ---- Model forward. Activations are fp32 [tokens, features]; the tokens of a
+  // batch are windows of `seq_len` consecutive rows (row r is position r % seq_len).
+  // out[r, :] = table[ids[r], :]; InvalidArgument never checked per id: ids must be
+  // validated by the caller (they are, when tokens are loaded).
+  virtual absl::Status Embedding(const int32_t* ids, const Mat& table, const Mat& out) = 0;
+  // out = x / sqrt(mean(x^2) + eps) * weight (per row; out may alias x).
+  virtual absl::Status RmsNorm(const Mat& x, const float* weight, float eps, const Mat& out) = 0;
+  // out = (x - mean) / sqrt(var + eps) * weight + bias (out may alias x).
+  virtual absl::Status LayerNorm(const Mat& x, const float* weight, const float* bias, float eps,
+                                 const Mat& out) = 0;
+  // x[r, :] += bias.
+  virtual absl::Status AddBias(const Mat& x, const float* bias) = 0;
+  // x += y.
+  virtual absl::Status Add(const Mat& x, const Mat& y) = 0;
+  // out = silu(gate) * up (out may alias gate).
+  virtual absl::Status SiluMul(const Mat& gate, const Mat& up, const Mat& out) = 0;
+  virtual absl::Status Relu(const Mat& x) = 0;
+  // Rotary embedding in place on x [tokens, heads * head_dim] (Hugging Face
+  // rotate_half layout): for i < head_dim / 2, angle = (r % seq_len) * inv_freq[i].
+  virtual absl::Status Rope(const Mat& x, int64_t heads, int64_t head_dim, int64_t seq_len,
+                            const float* inv_freq) = 0;
+  // Causal softmax(q k^T * scale) v within each window; grouped-query heads (q head
+  // h reads kv head h / (heads / kv_heads)). q, out [tokens, heads * head_dim];
+  // k, v [tokens, kv_heads * head_dim].
+  virtual absl::Status Attention(const Mat& q, const Mat& k, const Mat& v, int64_t seq_len,
+                                 int64_t heads, int64_t kv_heads, int64_t head_dim, float scale,
+                                 const Mat& out) = 0;
+  // nll[r] = logsumexp(logits[r, :]) - logits[r, targets[r]]; 0 where targets[r] < 0.
+  virtual absl::Status CrossEntropy(const Mat& logits, const int32_t* targets, float* nll) = 0;
 };
 
 // The CPU backend with `threads` workers (0: all cores).

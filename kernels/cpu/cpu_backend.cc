@@ -13,6 +13,7 @@
 #include "absl/strings/str_format.h"
 #include "common/status_macros.h"
 #include "kernels/backend.h"
+#include "kernels/cpu/forward.h"
 #include "kernels/cpu/parallel.h"
 #include "kernels/quant_math.h"
 
@@ -260,6 +261,36 @@ class CpuBackend final : public Backend {
     double s = 0;
     for (size_t i = 0; i < n; ++i) s += x[i];
     return s;
+  }
+
+  absl::Status Embedding(const int32_t* ids, const Mat& table, const Mat& out) override {
+    return cpu::Embedding(threads_, ids, table, out);
+  }
+  absl::Status RmsNorm(const Mat& x, const float* w, float eps, const Mat& out) override {
+    return cpu::RmsNorm(threads_, x, w, eps, out);
+  }
+  absl::Status LayerNorm(const Mat& x, const float* w, const float* b, float eps,
+                         const Mat& out) override {
+    return cpu::LayerNorm(threads_, x, w, b, eps, out);
+  }
+  absl::Status AddBias(const Mat& x, const float* bias) override {
+    return cpu::AddBias(threads_, x, bias);
+  }
+  absl::Status Add(const Mat& x, const Mat& y) override { return cpu::Add(threads_, x, y); }
+  absl::Status SiluMul(const Mat& g, const Mat& u, const Mat& out) override {
+    return cpu::SiluMul(threads_, g, u, out);
+  }
+  absl::Status Relu(const Mat& x) override { return cpu::Relu(threads_, x); }
+  absl::Status Rope(const Mat& x, int64_t heads, int64_t head_dim, int64_t seq_len,
+                    const float* inv_freq) override {
+    return cpu::Rope(threads_, x, heads, head_dim, seq_len, inv_freq);
+  }
+  absl::Status Attention(const Mat& q, const Mat& k, const Mat& v, int64_t seq_len, int64_t heads,
+                         int64_t kv_heads, int64_t head_dim, float scale, const Mat& out) override {
+    return cpu::Attention(threads_, q, k, v, seq_len, heads, kv_heads, head_dim, scale, out);
+  }
+  absl::Status CrossEntropy(const Mat& logits, const int32_t* targets, float* nll) override {
+    return cpu::CrossEntropy(threads_, logits, targets, nll);
   }
 
  private:

@@ -7,6 +7,7 @@
 #include "kernels/backend.h"
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/elementwise.cuh"
+#include "kernels/cuda/forward.cuh"
 #include "kernels/cuda/gptq_block.cuh"
 
 namespace dgptq::kernels {
@@ -169,8 +170,71 @@ class CudaBackend final : public Backend {
     return s;
   }
 
+  absl::Status Embedding(const int32_t* ids, const Mat& table, const Mat& out) override {
+    if (table.cols != out.cols) return absl::InvalidArgumentError("embedding: width mismatch");
+    DGPTQ_CUDA_CHECK(cuda::LaunchEmbedding(ids, table.data, table.ld, out.rows, out.cols,
+                                           out.data, out.ld, stream_));
+    return absl::OkStatus();
+  }
+  absl::Status RmsNorm(const Mat& x, const float* w, float eps, const Mat& out) override {
+    DGPTQ_CUDA_CHECK(cuda::LaunchNorm(false, x.data, x.ld, x.rows, x.cols, w, nullptr, eps,
+                                      out.data, out.ld, stream_));
+    return absl::OkStatus();
+  }
+  absl::Status LayerNorm(const Mat& x, const float* w, const float* b, float eps,
+                         const Mat& out) override {
+    DGPTQ_CUDA_CHECK(
+        cuda::LaunchNorm(true, x.data, x.ld, x.rows, x.cols, w, b, eps, out.data, out.ld, stream_));
+    return absl::OkStatus();
+  }
+  absl::Status AddBias(const Mat& x, const float* bias) override {
+    return Elementwise(0, x, bias, 0, x);
+  }
+  absl::Status Add(const Mat& x, const Mat& y) override {
+    if (x.rows != y.rows || x.cols != y.cols) return absl::InvalidArgumentError("add: shapes differ");
+    return Elementwise(1, x, y.data, y.ld, x);
+  }
+  absl::Status SiluMul(const Mat& g, const Mat& u, const Mat& out) override {
+    if (g.rows != u.rows || g.cols != u.cols) {
+      return absl::InvalidArgumentError("silu_mul: shapes differ");
+    }
+    return Elementwise(2, g, u.data, u.ld, out);
+  }
+  absl::Status Relu(const Mat& x) override { return Elementwise(3, x, nullptr, 0, x); }
+  absl::Status Rope(const Mat& x, int64_t heads, int64_t head_dim, int64_t seq_len,
+                    const float* inv_freq) override {
+    if (x.cols != heads * head_dim || head_dim % 2 != 0 || seq_len <= 0) {
+      return absl::InvalidArgumentError("rope: bad head layout");
+    }
+    DGPTQ_CUDA_CHECK(cuda::LaunchRope(x.data, x.ld, x.rows, heads, head_dim, seq_len, inv_freq,
+                                      stream_));
+    return absl::OkStatus();
+  }
+  absl::Status Attention(const Mat& q, const Mat& k, const Mat& v, int64_t seq_len, int64_t heads,
+                         int64_t kv_heads, int64_t head_dim, float scale, const Mat& out) override {
+    if (seq_len <= 0 || seq_len > 8192 || q.rows % seq_len != 0 || q.cols != heads * head_dim ||
+        k.cols != kv_heads * head_dim || v.cols != k.cols || kv_heads <= 0 ||
+        heads % kv_heads != 0 || k.rows != q.rows || v.rows != q.rows) {
+      return absl::InvalidArgumentError("attention: inconsistent shapes (or seq_len > 8192)");
+    }
+    DGPTQ_CUDA_CHECK(cuda::LaunchAttention(q.data, q.ld, k.data, k.ld, v.data, v.ld, q.rows,
+                                           seq_len, heads, kv_heads, head_dim, scale, out.data,
+                                           out.ld, stream_));
+    return absl::OkStatus();
+  }
+  absl::Status CrossEntropy(const Mat& logits, const int32_t* targets, float* nll) override {
+    DGPTQ_CUDA_CHECK(cuda::LaunchCrossEntropy(logits.data, logits.ld, logits.rows, logits.cols,
+                                              targets, nll, stream_));
+    return absl::OkStatus();
+  }
+
  private:
   CudaBackend() = default;
+  absl::Status Elementwise(int op, const Mat& x, const float* y, int64_t yld, const Mat& out) {
+    DGPTQ_CUDA_CHECK(cuda::LaunchElementwise(op, x.data, x.ld, y, yld, x.rows, x.cols, out.data,
+                                             out.ld, stream_));
+    return absl::OkStatus();
+  }
   int device_ = 0;
   std::string gpu_name_;
   cudaStream_t stream_ = nullptr;
