@@ -11,8 +11,9 @@
 // (U+0300-036F), general punctuation, currency, arrows, mathematical operators, box
 // drawing, shapes, dingbats, CJK and fullwidth punctuation, private use areas and the
 // emoji planes are "other". Not covered (treated as letters): combining marks of
-// Indic and other scripts, and rarer symbol blocks. ASCII, Latin, Greek, Cyrillic and
-// CJK text split exactly as the real regexes split them.
+// Indic and other scripts (\p{M}, which the real regexes put in the "other" runs), and
+// rarer symbol blocks. For ASCII and for Latin, Greek, Cyrillic and CJK text with the
+// common punctuation the splits agree with the real regexes.
 #pragma once
 
 #include <cstddef>

@@ -68,11 +68,11 @@ absl::StatusOr<std::unique_ptr<BpeTokenizer>> BpeTokenizer::FromSpec(Spec spec,
   for (const AddedToken& a : spec.added) size = std::max<int64_t>(size, int64_t{a.id} + 1);
   if (size > kMaxVocab) return error(absl::StrCat("token id ", size - 1, " is too large"));
   t->id_to_token_.resize(size);
+  std::vector<bool> used(size, false);
   for (const auto& [token, id] : spec.vocab) {
     if (id < 0) return error(absl::StrCat("model.vocab: negative id for '", token, "'"));
-    if (!t->id_to_token_[id].empty()) {
-      return error(absl::StrCat("model.vocab: id ", id, " used twice"));
-    }
+    if (used[id]) return error(absl::StrCat("model.vocab: id ", id, " used twice"));
+    used[id] = true;
     t->id_to_token_[id] = token;
   }
   for (const AddedToken& a : spec.added) {
@@ -88,15 +88,7 @@ absl::StatusOr<std::unique_ptr<BpeTokenizer>> BpeTokenizer::FromSpec(Spec spec,
     }
     t->merges_.try_emplace(PairKey(ia->second, ib->second), static_cast<int32_t>(r), im->second);
   }
-  int next_extra = 0;
-  t->byte_id_.assign(256, -1);
-  for (int b = 0; b < 256; ++b) {
-    const char32_t c = ByteChar(b, &next_extra);
-    t->char_to_byte_[c] = static_cast<uint8_t>(b);
-    t->byte_char_.push_back(Utf8(c));
-    const auto it = spec.vocab.find(t->byte_char_.back());
-    if (it != spec.vocab.end()) t->byte_id_[b] = it->second;
-  }
+  t->BuildByteTables(spec.vocab);
   auto find_id = [&](const std::string& name, const char* field, int32_t* out) -> absl::Status {
     if (name.empty()) return absl::OkStatus();
     for (const AddedToken& a : spec.added) {
@@ -118,6 +110,18 @@ absl::StatusOr<std::unique_ptr<BpeTokenizer>> BpeTokenizer::FromSpec(Spec spec,
   }
   t->spec_ = std::move(spec);
   return t;
+}
+
+void BpeTokenizer::BuildByteTables(const std::unordered_map<std::string, int32_t>& vocab) {
+  int next_extra = 0;
+  byte_id_.assign(256, -1);
+  for (int b = 0; b < 256; ++b) {
+    const char32_t c = ByteChar(b, &next_extra);
+    char_to_byte_[c] = static_cast<uint8_t>(b);
+    byte_char_.push_back(Utf8(c));
+    const auto it = vocab.find(byte_char_.back());
+    if (it != vocab.end()) byte_id_[b] = it->second;
+  }
 }
 
 absl::StatusOr<std::unique_ptr<BpeTokenizer>> BpeTokenizer::FromJson(std::string_view json,
@@ -160,8 +164,8 @@ absl::Status BpeTokenizer::EncodePiece(std::string_view piece, std::vector<int32
     int32_t id = byte_id_[static_cast<uint8_t>(ch)];
     if (id < 0) id = unk_id_;
     if (id < 0) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "byte 0x", absl::Hex(static_cast<uint8_t>(ch)), " has no token and there is no unk_token"));
+      return absl::InvalidArgumentError(absl::StrCat("byte 0x", absl::Hex(static_cast<uint8_t>(ch)),
+                                                     " has no token and there is no unk_token"));
     }
     const int32_t i = static_cast<int32_t>(sym.size());
     sym.push_back({id, i - 1, i + 1});

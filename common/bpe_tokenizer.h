@@ -76,11 +76,12 @@ class BpeTokenizer : public Tokenizer {
   };
   // Builds the tokenizer from a parsed spec: merges must name vocabulary tokens whose
   // concatenation is in the vocabulary. InvalidArgument naming `source`.
-  static absl::StatusOr<std::unique_ptr<BpeTokenizer>> FromSpec(Spec spec,
-                                                                std::string_view source);
+  static absl::StatusOr<std::unique_ptr<BpeTokenizer>> FromSpec(Spec spec, std::string_view source);
 
  private:
   BpeTokenizer() = default;
+  // Fills byte_char_, char_to_byte_ and byte_id_ (GPT-2's byte alphabet).
+  void BuildByteTables(const std::unordered_map<std::string, int32_t>& vocab);
   // Appends the ids of one pre-tokenized piece.
   absl::Status EncodePiece(std::string_view piece, std::vector<int32_t>* ids) const;
   // Appends the ids of text holding no added token.
@@ -91,7 +92,7 @@ class BpeTokenizer : public Tokenizer {
   std::unordered_map<uint64_t, std::pair<int32_t, int32_t>> merges_;  // (a,b) -> (rank, id)
   std::vector<int32_t> byte_id_;  // [256]: token id of each byte's character, -1 if none
   std::unordered_map<char32_t, uint8_t> char_to_byte_;
-  std::vector<std::string> byte_char_;  // [256]: UTF-8 of each byte's character
+  std::vector<std::string> byte_char_;        // [256]: UTF-8 of each byte's character
   std::array<bool, 256> added_first_byte_{};  // bytes that start an added token
   int32_t unk_id_ = -1;
   int32_t bos_id_ = -1;
@@ -100,8 +101,7 @@ class BpeTokenizer : public Tokenizer {
 
 // Parses tokenizer.json into a spec (bpe_tokenizer_json.cc). InvalidArgument naming
 // `source` and the field.
-absl::StatusOr<BpeTokenizer::Spec> ParseBpeJson(std::string_view json,
-                                                std::string_view config_json,
+absl::StatusOr<BpeTokenizer::Spec> ParseBpeJson(std::string_view json, std::string_view config_json,
                                                 std::string_view source);
 
 }  // namespace dgptq

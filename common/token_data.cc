@@ -51,9 +51,8 @@ absl::StatusOr<IdArray> ParseJsonl(const std::string& path, std::string_view tex
   }
   IdArray out;
   const bool rectangular =
-      rows.size() >= 2 && std::all_of(rows.begin(), rows.end(), [&](const auto& r) {
-        return r.size() == rows[0].size();
-      });
+      rows.size() >= 2 && std::all_of(rows.begin(), rows.end(),
+                                      [&](const auto& r) { return r.size() == rows[0].size(); });
   for (const auto& r : rows) out.ids.insert(out.ids.end(), r.begin(), r.end());
   out.shape = rectangular ? std::vector<int64_t>{static_cast<int64_t>(rows.size()),
                                                  static_cast<int64_t>(rows[0].size())}
@@ -169,8 +168,8 @@ absl::StatusOr<TokenWindows> LoadTokenWindows(const std::string& path, const Tok
   return w;
 }
 
-absl::StatusOr<TokenWindows> DrawCalibration(const std::vector<int32_t>& stream,
-                                             int64_t samples, int64_t seq_len, uint64_t seed) {
+absl::StatusOr<TokenWindows> DrawCalibration(const std::vector<int32_t>& stream, int64_t samples,
+                                             int64_t seq_len, uint64_t seed) {
   DGPTQ_RETURN_IF_ERROR(CheckSeqLen(seq_len));
   if (samples <= 0 || samples > kMaxCalibrationSamples) {
     return absl::InvalidArgumentError(
@@ -178,12 +177,12 @@ absl::StatusOr<TokenWindows> DrawCalibration(const std::vector<int32_t>& stream,
   }
   const int64_t len = static_cast<int64_t>(stream.size());
   if (len < seq_len) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "token stream of ", len, " ids is shorter than one window of ", seq_len));
+    return absl::InvalidArgumentError(
+        absl::StrCat("token stream of ", len, " ids is shorter than one window of ", seq_len));
   }
   if (seq_len > kMaxWindowIds / samples) {
-    return absl::InvalidArgumentError(absl::StrCat(samples, " windows of ", seq_len,
-                                                   " ids are more than 2^31 ids"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(samples, " windows of ", seq_len, " ids are more than 2^31 ids"));
   }
   const uint64_t n = static_cast<uint64_t>(len - seq_len + 1);  // possible starts
   const uint64_t reject_below = (0 - n) % n;                    // 2^64 mod n
@@ -205,8 +204,8 @@ absl::StatusOr<TokenWindows> EvalWindows(const std::vector<int32_t>& stream, int
   const int64_t len = static_cast<int64_t>(stream.size());
   int64_t count = len / seq_len;
   if (count == 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "token stream of ", len, " ids is shorter than one window of ", seq_len));
+    return absl::InvalidArgumentError(
+        absl::StrCat("token stream of ", len, " ids is shorter than one window of ", seq_len));
   }
   if (max_windows > 0) count = std::min(count, max_windows);
   return TokenWindows{count, seq_len,

@@ -33,8 +33,7 @@ struct TokenWindows {
 
 // Ids of `path`, flattened. `tok` is required for .txt (InvalidArgument if null) and,
 // when given, bounds the ids.
-absl::StatusOr<std::vector<int32_t>> LoadTokenStream(const std::string& path,
-                                                     const Tokenizer* tok);
+absl::StatusOr<std::vector<int32_t>> LoadTokenStream(const std::string& path, const Tokenizer* tok);
 
 // Windows of `seq_len` ids from `path`. 2-D inputs (.npy and .safetensors of rank 2,
 // and .jsonl files of two or more lines that all have the same length) keep their
@@ -54,8 +53,8 @@ inline constexpr int64_t kMaxCalibrationSamples = int64_t{1} << 20;
 // (so that x mod n is unbiased); the window starts at x mod n. Windows may overlap.
 // InvalidArgument (with the numbers) when seq_len <= 0, samples <= 0 or >
 // kMaxCalibrationSamples, or the stream is shorter than one window.
-absl::StatusOr<TokenWindows> DrawCalibration(const std::vector<int32_t>& stream,
-                                             int64_t samples, int64_t seq_len, uint64_t seed);
+absl::StatusOr<TokenWindows> DrawCalibration(const std::vector<int32_t>& stream, int64_t samples,
+                                             int64_t seq_len, uint64_t seed);
 
 // Consecutive, non-overlapping windows from the start of `stream` (the GPTQ paper's
 // perplexity protocol): window i is stream[i*seq_len, (i+1)*seq_len), the tail shorter

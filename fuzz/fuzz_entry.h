@@ -11,6 +11,7 @@
 
 #include "absl/status/status.h"
 #include "common/model_config.h"
+#include "common/npy.h"
 #include "common/safetensors.h"
 
 namespace dgptq::fuzz {
@@ -50,6 +51,22 @@ inline absl::Status FuzzModelConfig(const uint8_t* data, size_t size) {
       c->num_attention_heads % c->num_key_value_heads != 0) {
     return absl::InternalError("invalid sizes accepted");
   }
+  return absl::OkStatus();
+}
+
+// Input: the bytes of a .npy file.
+inline absl::Status FuzzNpy(const uint8_t* data, size_t size) {
+  const std::string_view bytes(reinterpret_cast<const char*>(data), size);
+  absl::StatusOr<IdArray> a = ParseNpy(bytes, "fuzz");
+  if (!a.ok()) return a.status();
+  if (a->shape.empty() || a->shape.size() > 2) return absl::InternalError("rank accepted");
+  uint64_t numel = 1;
+  for (int64_t d : a->shape) {
+    if (d < 0) return absl::InternalError("negative dimension");
+    numel *= static_cast<uint64_t>(d);
+  }
+  if (numel != a->ids.size()) return absl::InternalError("shape and ids disagree");
+  if (numel * sizeof(int32_t) > size) return absl::InternalError("more ids than bytes");
   return absl::OkStatus();
 }
 

@@ -16,7 +16,7 @@ set -euo pipefail
 seconds="${1:-600}"
 root="$(cd "$(dirname "$0")/.." && pwd)"
 build="${root}/build-fuzz"
-targets=(fuzz_safetensors_header fuzz_model_config)
+targets=(fuzz_safetensors_header fuzz_model_config fuzz_npy)
 
 cmake -S "${root}/fuzz" -B "${build}" -G Ninja \
   -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=RelWithDebInfo

@@ -170,6 +170,15 @@ class CudaBackend final : public Backend {
     return s;
   }
 
+  int64_t PeakDeviceBytes() override {
+    cudaMemPool_t pool;
+    uint64_t high = 0;
+    if (cudaDeviceGetDefaultMemPool(&pool, device_) != cudaSuccess ||
+        cudaMemPoolGetAttribute(pool, cudaMemPoolAttrUsedMemHigh, &high) != cudaSuccess) {
+      return 0;
+    }
+    return static_cast<int64_t>(high);
+  }
   absl::Status Embedding(const int32_t* ids, const Mat& table, const Mat& out) override {
     if (table.cols != out.cols) return absl::InvalidArgumentError("embedding: width mismatch");
     DGPTQ_CUDA_CHECK(cuda::LaunchEmbedding(ids, table.data, table.ld, out.rows, out.cols,

@@ -37,5 +37,7 @@ TEST(FuzzCorpusTest, SafetensorsHeader) {
 
 TEST(FuzzCorpusTest, ModelConfig) { Replay("fuzz_model_config", &fuzz::FuzzModelConfig); }
 
+TEST(FuzzCorpusTest, Npy) { Replay("fuzz_npy", &fuzz::FuzzNpy); }
+
 }  // namespace
 }  // namespace dgptq

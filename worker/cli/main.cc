@@ -9,7 +9,10 @@ int main(int argc, char** argv) {
   CLI::App app{"dgptq: distributed GPTQ quantization for large language models"};
   app.require_subcommand(1);
   const std::vector<dgptq::cli::Command> commands = {
+      dgptq::cli::AddQuantizeCommand(app),
+      dgptq::cli::AddEvalCommand(app),
       dgptq::cli::AddQuantizeModuleCommand(app),
+      dgptq::cli::AddConvertCommand(app),
   };
   try {
     app.parse(argc, argv);

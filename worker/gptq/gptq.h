@@ -53,6 +53,10 @@ struct ModuleResult {
   GptqStats stats;
 };
 
+// Copies a module's result to the host (w: the dequantized weight on the device).
+absl::StatusOr<ModuleResult> DownloadResult(kernels::Backend& b, const kernels::Mat& w,
+                                            const DeviceQuantized& d, const QuantConfig& cfg);
+
 // Host convenience wrappers: upload, run, download. `weight` is any float dtype
 // [rows, cols]; `hessian` fp32 [cols, cols] (a sum or a mean).
 absl::StatusOr<ModuleResult> QuantizeModuleGptq(kernels::Backend& b, const TensorView& weight,

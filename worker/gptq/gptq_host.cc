@@ -31,8 +31,10 @@ absl::StatusOr<Buffer> UploadF32(Backend& b, const TensorView& t) {
   return f32;
 }
 
-absl::StatusOr<ModuleResult> Download(Backend& b, const Mat& w, const DeviceQuantized& d,
-                                      const QuantConfig& cfg) {
+}  // namespace
+
+absl::StatusOr<ModuleResult> DownloadResult(Backend& b, const Mat& w, const DeviceQuantized& d,
+                                            const QuantConfig& cfg) {
   ModuleResult r;
   r.stats = d.stats;
   kernels::QuantizedWeight& q = r.q;
@@ -54,8 +56,6 @@ absl::StatusOr<ModuleResult> Download(Backend& b, const Mat& w, const DeviceQuan
   return r;
 }
 
-}  // namespace
-
 absl::StatusOr<ModuleResult> QuantizeModuleGptq(Backend& b, const TensorView& weight,
                                                 const TensorView& hessian, double nsamples,
                                                 const QuantConfig& cfg) {
@@ -76,7 +76,7 @@ absl::StatusOr<ModuleResult> QuantizeModuleGptq(Backend& b, const TensorView& we
   DGPTQ_ASSIGN_OR_RETURN(Buffer h, UploadF32(b, hessian));
   const DeviceModule m{Mat{w.f32(), rows, cols, cols}, Mat{h.f32(), cols, cols, cols}};
   DGPTQ_ASSIGN_OR_RETURN(DeviceQuantized d, RunGptq(b, m, nsamples, cfg));
-  return Download(b, m.w, d, cfg);
+  return DownloadResult(b, m.w, d, cfg);
 }
 
 absl::StatusOr<ModuleResult> QuantizeModuleRtn(Backend& b, const TensorView& weight,
@@ -86,7 +86,7 @@ absl::StatusOr<ModuleResult> QuantizeModuleRtn(Backend& b, const TensorView& wei
   DGPTQ_ASSIGN_OR_RETURN(Buffer w, UploadF32(b, weight));
   const Mat wm{w.f32(), rows, cols, cols};
   DGPTQ_ASSIGN_OR_RETURN(DeviceQuantized d, RunRtn(b, wm, cfg));
-  return Download(b, wm, d, cfg);
+  return DownloadResult(b, wm, d, cfg);
 }
 
 }  // namespace dgptq::worker

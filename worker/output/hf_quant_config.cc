@@ -207,7 +207,11 @@ absl::StatusOr<HfQuantInfo> ParseGptq(const Obj& o) {
   if (q.group_size <= 0) q.static_groups = false;
   const Json* damp = o.Find("damp_percent");
   if (damp == nullptr) damp = meta.Find("damp_percent");
-  if (damp != nullptr && damp->is_number()) q.damp_percent = damp->get<float>();
+  // Informational here: a value our QuantConfig would not accept is left at the default.
+  if (damp != nullptr && damp->is_number() && damp->get<double>() > 0 &&
+      damp->get<double>() <= q.damp_max) {
+    q.damp_percent = damp->get<float>();
+  }
   if (const Json* dyn = o.Find("dynamic"); dyn != nullptr && dyn->is_object()) {
     for (const auto& [key, value] : dyn->items()) {
       (void)value;
@@ -270,8 +274,8 @@ absl::StatusOr<HfQuantInfo> ParseCompressed(const Obj& o) {
   DGPTQ_ASSIGN_OR_RETURN(const std::string top_format, o.Str("format", ""));
   DGPTQ_ASSIGN_OR_RETURN(const std::string format, g.Str("format", top_format));
   if (format != kPacked) {
-    return g.Error("format", absl::StrCat("'", format, "' is not supported (dgptq reads ",
-                                          kPacked, ")"));
+    return g.Error("format",
+                   absl::StrCat("'", format, "' is not supported (dgptq reads ", kPacked, ")"));
   }
   if (g.Find("input_activations") != nullptr || g.Find("output_activations") != nullptr) {
     return g.Error("input_activations", "must be null (dgptq reads weight-only schemes)");
@@ -306,9 +310,7 @@ absl::StatusOr<OutputFormat> ParseOutputFormat(absl::string_view name) {
       absl::StrCat("unknown output format '", name, "' (gptq or compressed-tensors)"));
 }
 
-const char* OutputFormatName(OutputFormat f) {
-  return f == OutputFormat::kGptq ? kGptq : kCt;
-}
+const char* OutputFormatName(OutputFormat f) { return f == OutputFormat::kGptq ? kGptq : kCt; }
 
 CtActOrder CtActOrderOf(const QuantConfig& q) {
   if (!q.act_order) return CtActOrder::kNone;

@@ -25,7 +25,7 @@ const char* OutputFormatName(OutputFormat f);
 // What a checkpoint's quantization_config says.
 struct HfQuantInfo {
   OutputFormat format = OutputFormat::kGptq;
-  QuantConfig quant;  // bits, group_size, sym, act_order, static_groups, damp_percent
+  QuantConfig quant;                // bits, group_size, sym, act_order, static_groups, damp_percent
   bool lm_head_quantized = false;   // GPTQ `lm_head`
   std::vector<std::string> ignore;  // linear modules left unquantized
 };

@@ -78,8 +78,7 @@ bool ModelReader::HasTensor(const std::string& name) const { return checkpoint_-
 
 bool ModelReader::IsQuantizedModule(const std::string& module) const {
   if (!info_) return false;
-  const char* marker =
-      info_->format == OutputFormat::kGptq ? kGptqSuffixes[0] : kCtSuffixes[0];
+  const char* marker = info_->format == OutputFormat::kGptq ? kGptqSuffixes[0] : kCtSuffixes[0];
   return HasTensor(module + marker);
 }
 
@@ -140,7 +139,9 @@ absl::StatusOr<QuantizedWeight> ModelReader::LoadCompressed(const std::string& m
   DGPTQ_ASSIGN_OR_RETURN(const TensorView scale, Raw(module + ".weight_scale"));
   DGPTQ_ASSIGN_OR_RETURN(const TensorView shape, Raw(module + ".weight_shape"));
   TensorView zero_point, g_idx;  // null views when absent
-  if (!c.sym) DGPTQ_ASSIGN_OR_RETURN(zero_point, Raw(module + ".weight_zero_point"));
+  if (!c.sym) {
+    DGPTQ_ASSIGN_OR_RETURN(zero_point, Raw(module + ".weight_zero_point"));
+  }
   if (HasTensor(module + ".weight_g_idx")) {
     DGPTQ_ASSIGN_OR_RETURN(g_idx, Raw(module + ".weight_g_idx"));
   }
@@ -159,9 +160,9 @@ absl::StatusOr<QuantizedWeight> ModelReader::LoadQuantized(const std::string& mo
   // A single group reads back as group_size -1 from GPTQ; the config knows the size.
   const QuantConfig& c = info_->quant;
   if (q->groups() != c.NumGroups(q->cols) || (q->groups() > 1 && q->group_size != c.group_size)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        dir_, ": module ", module, " has ", q->groups(), " groups over ", q->cols,
-        " columns, inconsistent with group_size ", c.group_size));
+    return absl::InvalidArgumentError(
+        absl::StrCat(dir_, ": module ", module, " has ", q->groups(), " groups over ", q->cols,
+                     " columns, inconsistent with group_size ", c.group_size));
   }
   q->group_size = c.group_size;
   return q;

@@ -32,10 +32,15 @@ namespace fs = std::filesystem;
 using kernels::QuantizedWeight;
 
 // Copied from the source model when present (sentencepiece, fast and GPT-2 BPE tokenizers).
-constexpr const char* kTokenizerFiles[] = {
-    "tokenizer.model",         "tokenizer.json",          "tokenizer_config.json",
-    "special_tokens_map.json", "generation_config.json",  "vocab.json",
-    "merges.txt",              "added_tokens.json",       "chat_template.jinja"};
+constexpr const char* kTokenizerFiles[] = {"tokenizer.model",
+                                           "tokenizer.json",
+                                           "tokenizer_config.json",
+                                           "special_tokens_map.json",
+                                           "generation_config.json",
+                                           "vocab.json",
+                                           "merges.txt",
+                                           "added_tokens.json",
+                                           "chat_template.jinja"};
 
 absl::Status CheckName(const char* kind, const std::string& name) {
   bool ok = !name.empty() && name.front() != '.' && name.back() != '.' &&
@@ -70,9 +75,8 @@ absl::Status CheckOutDir(const std::string& dir, bool overwrite) {
   for (const auto& e : fs::directory_iterator(dir, ec)) {
     model = model || e.path().extension() == ".safetensors";
   }
-  return absl::FailedPreconditionError(
-      absl::StrCat(dir, model ? " already holds a model" : " is not empty",
-                   "; pass --overwrite to replace it"));
+  return absl::FailedPreconditionError(absl::StrCat(
+      dir, model ? " already holds a model" : " is not empty", "; pass --overwrite to replace it"));
 }
 
 absl::Status CheckBias(const TensorView& b, int64_t rows) {
@@ -86,15 +90,15 @@ absl::Status CheckBias(const TensorView& b, int64_t rows) {
 absl::Status CheckGptqStorable(const QuantizedWeight& q, bool desc_act) {
   const std::string other = "; use --format compressed-tensors";
   if ((q.cols * q.bits) % 32 != 0 || (q.rows * q.bits) % 32 != 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "GPTQ packs whole int32 words: rows (", q.rows, ") and cols (", q.cols, ") times ",
-        q.bits, " bits must be multiples of 32", other));
+    return absl::InvalidArgumentError(absl::StrCat("GPTQ packs whole int32 words: rows (", q.rows,
+                                                   ") and cols (", q.cols, ") times ", q.bits,
+                                                   " bits must be multiples of 32", other));
   }
   for (size_t i = 0; i < q.zeros.size(); ++i) {
     if (q.zeros[i] == 0.0f) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "asym zero point 0 (group ", i / q.rows, ", row ", i % q.rows,
-          ") has no GPTQ v1 encoding (v1 stores zero - 1)", other));
+      return absl::InvalidArgumentError(
+          absl::StrCat("asym zero point 0 (group ", i / q.rows, ", row ", i % q.rows,
+                       ") has no GPTQ v1 encoding (v1 stores zero - 1)", other));
     }
   }
   if (!desc_act && !IsImplicitGIdx(q)) {
@@ -129,12 +133,13 @@ absl::Status ValidateOptions(const WriterOptions& o) {
     if (o.quant.bits != 4 && o.quant.bits != 8) {
       return absl::InvalidArgumentError(absl::StrCat(
           "compressed-tensors pack-quantized stores 4 and 8 bits (what its compressor and vLLM "
-          "take), not ", o.quant.bits, "; use --format gptq"));
+          "take), not ",
+          o.quant.bits, "; use --format gptq"));
     }
     if (o.model_dtype != DType::kF16 && o.model_dtype != DType::kBF16) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "compressed-tensors scales are stored in the model dtype, F16 or BF16, not ",
-          std::string(DTypeName(o.model_dtype))));
+      return absl::InvalidArgumentError(
+          absl::StrCat("compressed-tensors scales are stored in the model dtype, F16 or BF16, not ",
+                       std::string(DTypeName(o.model_dtype))));
     }
   }
   std::error_code ec_out, ec_src;
@@ -189,9 +194,9 @@ absl::Status ModelWriter::CheckModule(const std::string& module, const Quantized
   }
   const QuantConfig& c = opts_.quant;
   if (q.bits != c.bits || q.sym != c.sym) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "has %d bits %s, the checkpoint %d bits %s (one setting for all modules)", q.bits,
-        q.sym ? "sym" : "asym", c.bits, c.sym ? "sym" : "asym"));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("has %d bits %s, the checkpoint %d bits %s (one setting for all modules)",
+                        q.bits, q.sym ? "sym" : "asym", c.bits, c.sym ? "sym" : "asym"));
   }
   DGPTQ_RETURN_IF_ERROR(q.Validate());
   if (q.groups() != c.NumGroups(q.cols) || (q.groups() > 1 && q.group_size != c.group_size)) {
@@ -211,8 +216,8 @@ absl::Status ModelWriter::AddQuantized(const std::string& module, const Quantize
   // A single group reads as group_size -1 or the configured size alike: store the latter.
   QuantizedWeight qq = q;
   qq.group_size = opts_.quant.group_size;
-  absl::Status st = opts_.format == OutputFormat::kGptq ? AddGptq(module, qq)
-                                                        : AddCompressed(module, qq);
+  absl::Status st =
+      opts_.format == OutputFormat::kGptq ? AddGptq(module, qq) : AddCompressed(module, qq);
   DGPTQ_RETURN_IF_ERROR(Annotate(st, where));
   if (bias != nullptr) DGPTQ_RETURN_IF_ERROR(shards_->Add(module + ".bias", *bias));
   quantized_.insert(module);
@@ -248,8 +253,8 @@ absl::Status ModelWriter::AddTensor(const std::string& name, const TensorView& t
   if (finished_) return absl::FailedPreconditionError("writer already finished");
   DGPTQ_RETURN_IF_ERROR(CheckName("tensor", name));
   const std::string suffix = ".weight";
-  if (name.size() > suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(),
-                                                  suffix) == 0 &&
+  if (name.size() > suffix.size() &&
+      name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0 &&
       quantized_.count(name.substr(0, name.size() - suffix.size())) > 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("tensor ", name, ": its module was already added quantized"));

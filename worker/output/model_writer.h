@@ -11,11 +11,11 @@
 #include <memory>
 #include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "absl/strings/string_view.h"
 #include "common/dtype.h"
 #include "common/quant_config.h"
 #include "common/safetensors_writer.h"
@@ -85,8 +85,8 @@ class ModelWriter {
   std::string staging_;
   std::string src_config_;  // the source config.json text
   std::unique_ptr<ShardedWriter> shards_;
-  std::set<std::string> quantized_;         // modules
-  std::set<std::string> plain_;             // passthrough tensor names
+  std::set<std::string> quantized_;  // modules
+  std::set<std::string> plain_;      // passthrough tensor names
   bool finished_ = false;
 };
 
