@@ -22,6 +22,7 @@ inline constexpr int kExitUsage = 2;
 Command AddQuantizeModuleCommand(CLI::App& app);
 Command AddQuantizeCommand(CLI::App& app);
 Command AddEvalCommand(CLI::App& app);
+Command AddMakeModelCommand(CLI::App& app);
 Command AddConvertCommand(CLI::App& app);
 
 }  // namespace dgptq::cli

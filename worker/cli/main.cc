@@ -11,6 +11,7 @@ int main(int argc, char** argv) {
   const std::vector<dgptq::cli::Command> commands = {
       dgptq::cli::AddQuantizeCommand(app),
       dgptq::cli::AddEvalCommand(app),
+      dgptq::cli::AddMakeModelCommand(app),
       dgptq::cli::AddQuantizeModuleCommand(app),
       dgptq::cli::AddConvertCommand(app),
   };
