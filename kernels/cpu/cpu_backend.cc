@@ -41,9 +41,13 @@ absl::Status CheckSquare(const Mat& m, const char* what) {
 
 class CpuBackend final : public Backend {
  public:
+  // OpenBLAS runs single-threaded inside our own row partitions: its idle worker
+  // threads would otherwise spin (sched_yield) against ours.
   explicit CpuBackend(int threads)
       : threads_(threads > 0 ? threads
-                             : std::max(1u, std::thread::hardware_concurrency())) {}
+                             : std::max(1u, std::thread::hardware_concurrency())) {
+    openblas_set_num_threads(1);
+  }
 
   DeviceKind kind() const override { return DeviceKind::kCpu; }
   std::string name() const override { return absl::StrFormat("cpu(%d threads)", threads_); }
@@ -92,8 +96,12 @@ class CpuBackend final : public Backend {
           c.rows, c.cols));
     }
     if (m == 0 || n == 0) return absl::OkStatus();
-    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, m,
-                n, k, alpha, a.data, a.ld, b.data, b.ld, beta, c.data, c.ld);
+    // Rows of C in parallel; row r of op(A) is row r of A, or column r when transposed.
+    ParallelFor(m, threads_, 32, [&](int64_t r0, int64_t r1) {
+      const float* a0 = ta ? a.data + r0 : a.data + r0 * a.ld;
+      cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
+                  r1 - r0, n, k, alpha, a0, a.ld, b.data, b.ld, beta, c.data + r0 * c.ld, c.ld);
+    });
     return absl::OkStatus();
   }
 
@@ -123,8 +131,11 @@ class CpuBackend final : public Backend {
         src = buf.data();
         ld = x.cols;
       }
-      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, x.cols, x.cols, nr, 1.0f, src, ld, src,
-                  ld, 1.0f, h.data, h.ld);
+      // Rows [i0, i1) of H = columns [i0, i1) of X, transposed, times X.
+      ParallelFor(x.cols, threads_, 32, [&](int64_t i0, int64_t i1) {
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, i1 - i0, x.cols, nr, 1.0f, src + i0,
+                    ld, src, ld, 1.0f, h.data + i0 * h.ld, h.ld);
+      });
     }
     return absl::OkStatus();
   }

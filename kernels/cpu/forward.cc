@@ -3,6 +3,8 @@
 // where a sum spans a whole row.
 #include "kernels/cpu/forward.h"
 
+#include <cblas.h>
+
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -132,31 +134,28 @@ absl::Status Attention(int threads, const Mat& q, const Mat& k, const Mat& v, in
       heads % kv_heads != 0 || k.rows != q.rows || v.rows != q.rows) {
     return absl::InvalidArgumentError("attention: inconsistent shapes");
   }
-  const int64_t windows = q.rows / seq_len, group = heads / kv_heads;
+  const int64_t windows = q.rows / seq_len, group = heads / kv_heads, L = seq_len;
+  // Per (window, head): S = Q K^T by GEMM, causal softmax row by row, O = P V by GEMM.
   ParallelFor(windows * heads, threads, 1, [&](int64_t b, int64_t e) {
-    std::vector<float> p(seq_len);
+    std::vector<float> p(L * L);
     for (int64_t wh = b; wh < e; ++wh) {
-      const int64_t w = wh / heads, h = wh % heads, kh = h / group, base = w * seq_len;
-      for (int64_t i = 0; i < seq_len; ++i) {
-        const float* qi = q.data + (base + i) * q.ld + h * head_dim;
-        float mx = -INFINITY;
-        for (int64_t j = 0; j <= i; ++j) {
-          const float* kj = k.data + (base + j) * k.ld + kh * head_dim;
-          float s = 0;
-          for (int64_t d = 0; d < head_dim; ++d) s += qi[d] * kj[d];
-          p[j] = s * scale;
-          mx = std::max(mx, p[j]);
-        }
-        double sum = 0;
-        for (int64_t j = 0; j <= i; ++j) sum += (p[j] = std::exp(p[j] - mx));
-        float* o = out.data + (base + i) * out.ld + h * head_dim;
-        std::fill_n(o, head_dim, 0.0f);
-        for (int64_t j = 0; j <= i; ++j) {
-          const float pj = static_cast<float>(p[j] / sum);
-          const float* vj = v.data + (base + j) * v.ld + kh * head_dim;
-          for (int64_t d = 0; d < head_dim; ++d) o[d] += pj * vj[d];
-        }
+      const int64_t w = wh / heads, h = wh % heads, kh = h / group, base = w * L;
+      const float* qh = q.data + base * q.ld + h * head_dim;
+      const float* kk = k.data + base * k.ld + kh * head_dim;
+      const float* vv = v.data + base * v.ld + kh * head_dim;
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, L, L, head_dim, scale, qh, q.ld, kk,
+                  k.ld, 0.0f, p.data(), L);
+      for (int64_t i = 0; i < L; ++i) {
+        float* row = p.data() + i * L;
+        const float mx = *std::max_element(row, row + i + 1);
+        float sum = 0;
+        for (int64_t j = 0; j <= i; ++j) sum += (row[j] = std::exp(row[j] - mx));
+        const float inv = 1.0f / sum;
+        for (int64_t j = 0; j <= i; ++j) row[j] *= inv;
+        std::fill(row + i + 1, row + L, 0.0f);
       }
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, L, head_dim, L, 1.0f, p.data(), L, vv,
+                  v.ld, 0.0f, out.data + base * out.ld + h * head_dim, out.ld);
     }
   });
   return absl::OkStatus();

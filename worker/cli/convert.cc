@@ -1,7 +1,9 @@
-// `dgptq convert`: rewrites a quantized checkpoint in the other format (GPTQ v1 <->
-// compressed-tensors pack-quantized). Codes, zeros and g_idx are carried exactly; scales
-// are exact whenever the target dtype holds them (fp16 for GPTQ; compressed-tensors keeps
-// the source's scale dtype, or fp16 from GPTQ). Unquantized tensors pass through as stored.
+// `dgptq convert`: rewrites a quantized checkpoint in another format (GPTQ v1 <->
+// compressed-tensors pack-quantized, or either -> dequantized). Codes, zeros and g_idx are
+// carried exactly; scales are exact whenever the target dtype holds them (fp16 for GPTQ;
+// compressed-tensors keeps the source's scale dtype, or fp16 from GPTQ; dequantized stores
+// fp32 scale * (code - zero) of the source's scales). Unquantized tensors pass through as
+// stored. A dequantized checkpoint holds no codes and is refused as a source.
 #include <chrono>
 #include <cstdio>
 #include <memory>
@@ -55,6 +57,13 @@ int64_t CountRounded(const std::vector<float>& scales, DType dtype) {
 absl::StatusOr<Stats> Convert(const Options& o) {
   DGPTQ_ASSIGN_OR_RETURN(const worker::OutputFormat to, worker::ParseOutputFormat(o.format));
   DGPTQ_ASSIGN_OR_RETURN(std::unique_ptr<worker::ModelReader> r, worker::ModelReader::Open(o.in));
+  if (r->dequantized()) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "%s is a dequantized (fake-quant) checkpoint: it holds fp32 weights, not codes, "
+        "scales and zeros, so it cannot be converted; convert the quantized checkpoint it "
+        "was made from, or quantize the original model again",
+        o.in));
+  }
   if (!r->quantized()) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "%s has no quantization_config: not a quantized checkpoint (quantize it first)", o.in));
@@ -74,7 +83,9 @@ absl::StatusOr<Stats> Convert(const Options& o) {
   const DType scale_dtype = to == worker::OutputFormat::kGptq ? DType::kF16 : w.model_dtype;
   for (const std::string& m : modules) {
     DGPTQ_ASSIGN_OR_RETURN(const kernels::QuantizedWeight q, r->LoadQuantized(m));
-    stats.scales_rounded += CountRounded(q.scales, scale_dtype);
+    if (to != worker::OutputFormat::kDequantized) {  // fp32 products round no scale
+      stats.scales_rounded += CountRounded(q.scales, scale_dtype);
+    }
     DGPTQ_RETURN_IF_ERROR(writer->AddQuantized(m, q, /*bias=*/nullptr));
     ++stats.modules;
   }
@@ -126,13 +137,15 @@ int RunConvert(const Options& o) {
 
 Command AddConvertCommand(CLI::App& app) {
   auto o = std::make_shared<Options>();
-  CLI::App* c =
-      app.add_subcommand("convert", "rewrite a quantized checkpoint as gptq or compressed-tensors");
+  CLI::App* c = app.add_subcommand(
+      "convert", "rewrite a quantized checkpoint as gptq, compressed-tensors or dequantized");
   c->add_option("--in", o->in, "quantized checkpoint directory")->required();
   c->add_option("--out", o->out, "output directory (must not exist or be empty)")->required();
-  c->add_option("--format", o->format, "gptq or compressed-tensors")
+  c->add_option("--format", o->format,
+                "gptq, compressed-tensors, or dequantized (fp32 scale * (code - zero) weights "
+                "in a plain checkpoint; not convertible back)")
       ->required()
-      ->check(CLI::IsMember({"gptq", "compressed-tensors"}));
+      ->check(CLI::IsMember({"gptq", "compressed-tensors", "dequantized"}));
   c->add_flag("--overwrite", o->overwrite, "replace a model already in --out");
   return {c, [o]() { return RunConvert(*o); }};
 }

@@ -103,7 +103,7 @@ Command AddQuantizeCommand(CLI::App& app) {
   c->add_option("--samples", o.samples, "calibration windows");
   c->add_option("--seq-len", o.seq_len, "tokens per calibration window");
   c->add_option("--seed", o.seed, "calibration sampling seed");
-  c->add_option("--format", f->format, "gptq or compressed-tensors");
+  c->add_option("--format", f->format, "gptq, compressed-tensors or dequantized (fp32 fake-quant)");
   c->add_option("--device", f->device, "cpu or cuda");
   c->add_flag("--rtn", o.rtn, "round to nearest (no calibration)");
   c->add_flag("--overwrite", o.overwrite, "replace an existing output model");

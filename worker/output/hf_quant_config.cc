@@ -31,6 +31,10 @@
 // compressed_tensors.py _quantization_scheme_map_from_config, schemes/
 // compressed_tensors_wNa16.py) takes weight-only int schemes with strategy channel/group,
 // dynamic false, 4 or 8 bits, and has_g_idx = actorder == "group".
+//
+// dequantized (dgptq's own): no quantization_config, so transformers and vLLM load a plain
+// model; config.json gains "dgptq_dequantized": {bits, group_size, sym, act_order,
+// static_groups}, which neither reads (PretrainedConfig keeps unknown keys as attributes).
 #include "worker/output/hf_quant_config.h"
 
 #include <cctype>
@@ -51,6 +55,7 @@ using Json = nlohmann::ordered_json;
 constexpr char kGptq[] = "gptq";
 constexpr char kCt[] = "compressed-tensors";
 constexpr char kPacked[] = "pack-quantized";
+constexpr char kDequantized[] = "dequantized";
 
 // The shortest decimal that reads back as `f` (0.01f -> 0.01, not 0.009999999776).
 double Shortest(float f) {
@@ -306,11 +311,22 @@ absl::StatusOr<Json> ParseObject(const std::string& text, const std::string& sou
 absl::StatusOr<OutputFormat> ParseOutputFormat(absl::string_view name) {
   if (name == kGptq) return OutputFormat::kGptq;
   if (name == kCt) return OutputFormat::kCompressedTensors;
+  if (name == kDequantized) return OutputFormat::kDequantized;
   return absl::InvalidArgumentError(
-      absl::StrCat("unknown output format '", name, "' (gptq or compressed-tensors)"));
+      absl::StrCat("unknown output format '", name, "' (gptq, compressed-tensors or dequantized)"));
 }
 
-const char* OutputFormatName(OutputFormat f) { return f == OutputFormat::kGptq ? kGptq : kCt; }
+const char* OutputFormatName(OutputFormat f) {
+  switch (f) {
+    case OutputFormat::kGptq:
+      return kGptq;
+    case OutputFormat::kCompressedTensors:
+      return kCt;
+    case OutputFormat::kDequantized:
+      return kDequantized;
+  }
+  return "unknown";
+}
 
 CtActOrder CtActOrderOf(const QuantConfig& q) {
   if (!q.act_order) return CtActOrder::kNone;
@@ -365,6 +381,33 @@ absl::StatusOr<std::optional<HfQuantInfo>> ParseQuantizationConfig(
   if (!info.ok()) return info.status();
   DGPTQ_RETURN_IF_ERROR(Annotate(info->quant.Validate(), where));
   return std::optional<HfQuantInfo>(*std::move(info));
+}
+
+std::string BuildDequantizedRecord(const QuantConfig& q) {
+  const Json j = {{"bits", q.bits},
+                  {"group_size", q.group_size},
+                  {"sym", q.sym},
+                  {"act_order", q.act_order},
+                  {"static_groups", q.static_groups}};
+  return j.dump(2);
+}
+
+absl::StatusOr<std::optional<QuantConfig>> ParseDequantizedRecord(const std::string& config_json,
+                                                                  const std::string& source) {
+  DGPTQ_ASSIGN_OR_RETURN(const Json config, ParseObject(config_json, source));
+  const auto it = config.find(kDequantizedKey);
+  if (it == config.end() || it->is_null()) return std::optional<QuantConfig>();
+  const std::string where = absl::StrCat(source, ": ", kDequantizedKey);
+  if (!it->is_object()) return absl::InvalidArgumentError(where + " must be an object");
+  const Obj o(*it, where);
+  QuantConfig q;
+  DGPTQ_ASSIGN_OR_RETURN(q.bits, o.Int("bits"));
+  DGPTQ_ASSIGN_OR_RETURN(q.group_size, o.Int("group_size"));
+  DGPTQ_ASSIGN_OR_RETURN(q.sym, o.Bool("sym", q.sym));
+  DGPTQ_ASSIGN_OR_RETURN(q.act_order, o.Bool("act_order", q.act_order));
+  DGPTQ_ASSIGN_OR_RETURN(q.static_groups, o.Bool("static_groups", q.static_groups));
+  DGPTQ_RETURN_IF_ERROR(Annotate(q.Validate(), where));
+  return std::optional<QuantConfig>(q);
 }
 
 }  // namespace dgptq::worker

@@ -1,7 +1,9 @@
-// The `quantization_config` of a quantized Hugging Face checkpoint, in the two formats
-// dgptq writes (GPTQ v1 and compressed-tensors pack-quantized): building it for the
-// writer and parsing it for the reader. The key sets and their sources are documented
-// in hf_quant_config.cc. JSON travels as text so nlohmann stays in the .cc files.
+// The `quantization_config` of a quantized Hugging Face checkpoint, in the two packed
+// formats dgptq writes (GPTQ v1 and compressed-tensors pack-quantized): building it for
+// the writer and parsing it for the reader; and the `dgptq_dequantized` record of the
+// third, dequantized (fake-quant) format, which has no quantization_config. The key sets
+// and their sources are documented in hf_quant_config.cc. JSON travels as text so
+// nlohmann stays in the .cc files.
 #pragma once
 
 #include <optional>
@@ -15,14 +17,17 @@
 
 namespace dgptq::worker {
 
-enum class OutputFormat { kGptq, kCompressedTensors };
+// kDequantized: fp32 weights scale * (code - zero) of every quantized linear, in a plain
+// (unquantized) checkpoint; any bits, groups and shapes, but no codes to convert back.
+enum class OutputFormat { kGptq, kCompressedTensors, kDequantized };
 
-// "gptq" or "compressed-tensors"; InvalidArgument naming the value otherwise.
+// "gptq", "compressed-tensors" or "dequantized"; InvalidArgument naming the value
+// otherwise.
 absl::StatusOr<OutputFormat> ParseOutputFormat(absl::string_view name);
 // The inverse of ParseOutputFormat.
 const char* OutputFormatName(OutputFormat f);
 
-// What a checkpoint's quantization_config says.
+// What a checkpoint's quantization_config says (format is kGptq or kCompressedTensors).
 struct HfQuantInfo {
   OutputFormat format = OutputFormat::kGptq;
   QuantConfig quant;                // bits, group_size, sym, act_order, static_groups, damp_percent
@@ -40,6 +45,7 @@ bool GptqDescAct(const QuantConfig& q);
 bool IsImplicitGIdx(const kernels::QuantizedWeight& q);
 
 // The quantization_config object as JSON text. `quantizer` is "dgptq:<version>".
+// info.format must be kGptq or kCompressedTensors.
 std::string BuildQuantizationConfig(const HfQuantInfo& info, const std::string& quantizer);
 
 // Parses config.json text (and quantize_config.json text, "" when absent, used when
@@ -50,5 +56,15 @@ std::string BuildQuantizationConfig(const HfQuantInfo& info, const std::string& 
 absl::StatusOr<std::optional<HfQuantInfo>> ParseQuantizationConfig(
     const std::string& config_json, const std::string& quantize_config_json,
     const std::string& source);
+
+// The config.json key of the dequantized format's record.
+inline constexpr char kDequantizedKey[] = "dgptq_dequantized";
+// The record as JSON text: {"bits", "group_size", "sym", "act_order", "static_groups"}.
+std::string BuildDequantizedRecord(const QuantConfig& q);
+// The record in config.json text; nullopt when absent (any other checkpoint).
+// InvalidArgument naming `source` for malformed JSON or a record that is not an object
+// of those keys with valid values. Fields it does not hold keep QuantConfig defaults.
+absl::StatusOr<std::optional<QuantConfig>> ParseDequantizedRecord(const std::string& config_json,
+                                                                  const std::string& source);
 
 }  // namespace dgptq::worker

@@ -51,6 +51,7 @@ absl::StatusOr<std::unique_ptr<ModelReader>> ModelReader::Open(const std::string
                          ReadOptional(dir + "/quantize_config.json"));
   DGPTQ_ASSIGN_OR_RETURN(r->info_,
                          ParseQuantizationConfig(config_text, quantize_text, config_path));
+  DGPTQ_ASSIGN_OR_RETURN(r->dequantized_, ParseDequantizedRecord(config_text, config_path));
   DGPTQ_ASSIGN_OR_RETURN(r->checkpoint_, Checkpoint::Open(dir));
   return r;
 }

@@ -1,7 +1,9 @@
 // Reads a Hugging Face checkpoint directory: an original one (no quantization_config) or a
 // quantized one in GPTQ v1 or compressed-tensors pack-quantized format, as dgptq writes
-// them (and, with the same layout, GPTQModel and llm-compressor). Weights follow the
-// project convention W[rows = out_features, cols = in_features].
+// them (and, with the same layout, GPTQModel and llm-compressor). A dequantized (fake-quant)
+// checkpoint reads as an original one: not quantized(), its fp32 `.weight`s loaded like any
+// float weight; dequantized() returns its record. Weights follow the project convention
+// W[rows = out_features, cols = in_features].
 #pragma once
 
 #include <memory>
@@ -23,13 +25,18 @@ namespace dgptq::worker {
 class ModelReader {
  public:
   // NotFound when `dir` has no config.json or weights; InvalidArgument for a malformed or
-  // unsupported config (an unknown quant_method is named) or safetensors files.
+  // unsupported config (an unknown quant_method is named, a malformed dgptq_dequantized
+  // record) or safetensors files.
   static absl::StatusOr<std::unique_ptr<ModelReader>> Open(const std::string& dir);
 
   const std::string& dir() const { return dir_; }
   const ModelConfig& config() const { return config_; }
   bool quantized() const { return info_.has_value(); }
+  // kGptq or kCompressedTensors; nullopt when not quantized (dequantized included).
   std::optional<OutputFormat> format() const;
+  // The settings a dequantized checkpoint was quantized with (its dgptq_dequantized
+  // record); nullopt for any other checkpoint. It holds no codes to LoadQuantized().
+  const std::optional<QuantConfig>& dequantized() const { return dequantized_; }
   // Parsed from quantization_config; the QuantConfig defaults when not quantized.
   const QuantConfig& quant() const;
   // Linear modules the checkpoint leaves unquantized: compressed-tensors `ignore`; for
@@ -62,6 +69,7 @@ class ModelReader {
   std::string dir_;
   ModelConfig config_;
   std::optional<HfQuantInfo> info_;
+  std::optional<QuantConfig> dequantized_;
   QuantConfig default_quant_;
   std::unique_ptr<Checkpoint> checkpoint_;
 };

@@ -5,6 +5,7 @@
 // pack_quantized.py compress_module; vLLM compressed_tensors_wNa16.py create_weights):
 //   <m>.weight_packed I32, <m>.weight_scale (model dtype), <m>.weight_shape I64,
 //   <m>.weight_zero_point I32 (asym only), <m>.weight_g_idx I32 (actorder "group" only).
+// dequantized: <m>.weight F32 = scale * (code - zero), [<m>.bias]; a plain checkpoint.
 #include "worker/output/model_writer.h"
 
 #include <sys/stat.h>
@@ -216,8 +217,18 @@ absl::Status ModelWriter::AddQuantized(const std::string& module, const Quantize
   // A single group reads as group_size -1 or the configured size alike: store the latter.
   QuantizedWeight qq = q;
   qq.group_size = opts_.quant.group_size;
-  absl::Status st =
-      opts_.format == OutputFormat::kGptq ? AddGptq(module, qq) : AddCompressed(module, qq);
+  absl::Status st;
+  switch (opts_.format) {
+    case OutputFormat::kGptq:
+      st = AddGptq(module, qq);
+      break;
+    case OutputFormat::kCompressedTensors:
+      st = AddCompressed(module, qq);
+      break;
+    case OutputFormat::kDequantized:
+      st = AddDequantized(module, qq);
+      break;
+  }
   DGPTQ_RETURN_IF_ERROR(Annotate(st, where));
   if (bias != nullptr) DGPTQ_RETURN_IF_ERROR(shards_->Add(module + ".bias", *bias));
   quantized_.insert(module);
@@ -249,6 +260,13 @@ absl::Status ModelWriter::AddCompressed(const std::string& module, const Quantiz
   return shards_->Add(module + ".weight_g_idx", t.weight_g_idx.view());
 }
 
+// fp32 holds scale * (code - zero) as Dequantize() computes it, so readers get the exact
+// values GPTQ's error feedback assumed; no packing, hence no constraint on bits or shape.
+absl::Status ModelWriter::AddDequantized(const std::string& module, const QuantizedWeight& q) {
+  const Tensor w = q.Dequantize();
+  return shards_->Add(module + ".weight", w.view());
+}
+
 absl::Status ModelWriter::AddTensor(const std::string& name, const TensorView& t) {
   if (finished_) return absl::FailedPreconditionError("writer already finished");
   DGPTQ_RETURN_IF_ERROR(CheckName("tensor", name));
@@ -270,6 +288,15 @@ absl::Status ModelWriter::WriteConfigs() const {
   Json config = Json::parse(src_config_, nullptr, /*allow_exceptions=*/false);
   if (config.is_discarded() || !config.is_object()) {
     return absl::InvalidArgumentError(src + ": not a JSON object");
+  }
+  config.erase(kDequantizedKey);  // a source that was itself dequantized
+  if (opts_.format == OutputFormat::kDequantized) {
+    // A plain model to its loaders (dtype / torch_dtype stay as the source has them; the
+    // fp32 weights are cast on load like any checkpoint stored wider than its dtype).
+    config.erase("quantization_config");
+    config[kDequantizedKey] =
+        Json::parse(BuildDequantizedRecord(opts_.quant), nullptr, /*allow_exceptions=*/false);
+    return WriteFileAtomic(staging_ + "/config.json", config.dump(2) + "\n");
   }
   HfQuantInfo info{opts_.format, opts_.quant, quantized_.count("lm_head") > 0, opts_.ignore};
   const Json qc = Json::parse(BuildQuantizationConfig(info, "dgptq:" DGPTQ_VERSION), nullptr,
