@@ -1,6 +1,8 @@
 #include "kernels/backend.h"
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/status_macros.h"
 
 namespace dgptq::kernels {
 
@@ -20,6 +22,23 @@ void Buffer::Reset() {
   if (data_ != nullptr && free_) free_(data_);
   data_ = nullptr;
   bytes_ = 0;
+}
+
+absl::Status CheckMat(const Mat& m, const char* what) {
+  if (m.rows < 0 || m.cols < 0 || m.ld < m.cols || (m.data == nullptr && m.rows * m.cols > 0)) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "%s: bad matrix view (rows=%d cols=%d ld=%d)", what, m.rows, m.cols, m.ld));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckSquare(const Mat& m, const char* what) {
+  DGPTQ_RETURN_IF_ERROR(CheckMat(m, what));
+  if (m.rows != m.cols) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%s must be square, got [%d, %d]", what, m.rows, m.cols));
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<DeviceKind> ParseDeviceKind(const std::string& name) {

@@ -62,6 +62,11 @@ struct Mat {
   }
 };
 
+// InvalidArgument naming `what` when a view is malformed (negative sizes, ld < cols,
+// null data) or, for CheckSquare, not square. Shared by the backends' shape checks.
+absl::Status CheckMat(const Mat& m, const char* what);
+absl::Status CheckSquare(const Mat& m, const char* what);
+
 // Non-owning 2-D view of calibration activations in any float dtype.
 struct ActView {
   const void* data = nullptr;

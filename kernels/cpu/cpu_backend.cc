@@ -22,23 +22,6 @@ namespace {
 
 using cpu::ParallelFor;
 
-absl::Status CheckMat(const Mat& m, const char* what) {
-  if (m.rows < 0 || m.cols < 0 || m.ld < m.cols || (m.data == nullptr && m.rows * m.cols > 0)) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "%s: bad matrix view (rows=%d cols=%d ld=%d)", what, m.rows, m.cols, m.ld));
-  }
-  return absl::OkStatus();
-}
-
-absl::Status CheckSquare(const Mat& m, const char* what) {
-  DGPTQ_RETURN_IF_ERROR(CheckMat(m, what));
-  if (m.rows != m.cols) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("%s must be square, got [%d, %d]", what, m.rows, m.cols));
-  }
-  return absl::OkStatus();
-}
-
 class CpuBackend final : public Backend {
  public:
   // OpenBLAS runs single-threaded inside our own row partitions: its idle worker

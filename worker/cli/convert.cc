@@ -13,6 +13,7 @@
 #include "absl/strings/str_format.h"
 #include "common/status_macros.h"
 #include "worker/cli/commands.h"
+#include "worker/cli/progress.h"
 #include "worker/output/model_reader.h"
 #include "worker/output/model_writer.h"
 
@@ -98,21 +99,6 @@ absl::StatusOr<Stats> Convert(const Options& o) {
   return stats;
 }
 
-// A JSON string literal of `s`.
-std::string Quote(const std::string& s) {
-  std::string out = "\"";
-  for (unsigned char c : s) {
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += static_cast<char>(c);
-    } else if (c < 0x20) {
-      out += absl::StrFormat("\\u%04x", c);
-    } else {
-      out += static_cast<char>(c);
-    }
-  }
-  return out + "\"";
-}
 
 // Runs the conversion and prints its one JSON line; returns the exit code.
 int RunConvert(const Options& o) {
@@ -127,7 +113,7 @@ int RunConvert(const Options& o) {
   std::printf(
       "{\"in\":%s,\"out\":%s,\"format\":%s,\"modules\":%lld,\"tensors\":%lld,"
       "\"scales_rounded\":%lld,\"seconds\":%.3f}\n",
-      Quote(o.in).c_str(), Quote(o.out).c_str(), Quote(o.format).c_str(),
+      JsonString(o.in).c_str(), JsonString(o.out).c_str(), JsonString(o.format).c_str(),
       static_cast<long long>(s->modules), static_cast<long long>(s->tensors),
       static_cast<long long>(s->scales_rounded), secs);
   return kExitOk;

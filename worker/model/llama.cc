@@ -52,18 +52,11 @@ class LlamaModel final : public DecoderModel {
     for (const char* norm : {"input_layernorm.weight", "post_attention_layernorm.weight"}) {
       DGPTQ_ASSIGN_OR_RETURN(w.t[norm], LoadTensor(b_, r, p + norm, {h}));
     }
-    for (const LinearGroup& g : groups_) {
-      for (const std::string& m : g.modules) {
-        const Shape shape = LinearShape(m);
-        DGPTQ_ASSIGN_OR_RETURN(w.t[m + ".weight"], LoadTensor(b_, r, p + m + ".weight", shape));
-        const bool bias = m == "self_attn.o_proj" ? config_.o_proj_bias
-                          : m.rfind("mlp.", 0) == 0 ? config_.mlp_bias
-                                                     : config_.attention_bias;
-        if (bias) {
-          DGPTQ_ASSIGN_OR_RETURN(w.t[m + ".bias"], LoadTensor(b_, r, p + m + ".bias", {shape[0]}));
-        }
-      }
-    }
+    DGPTQ_RETURN_IF_ERROR(LoadLinears(r, p, [this](const std::string& m) {
+      return m == "self_attn.o_proj" ? config_.o_proj_bias
+             : m.rfind("mlp.", 0) == 0 ? config_.mlp_bias
+                                        : config_.attention_bias;
+    }, &w));
     return w;
   }
 
@@ -159,14 +152,5 @@ absl::StatusOr<std::unique_ptr<DecoderModel>> MakeLlamaModel(const ModelConfig& 
   return std::unique_ptr<DecoderModel>(new LlamaModel(c, b, std::move(inv_freq)));
 }
 
-absl::StatusOr<std::unique_ptr<DecoderModel>> DecoderModel::Create(const ModelConfig& c,
-                                                                  kernels::Backend& b) {
-  if (c.model_type == "opt") return MakeOptModel(c, b);
-  if (c.model_type == "llama" || c.model_type == "mistral" || c.model_type == "qwen2") {
-    return MakeLlamaModel(c, b);
-  }
-  return absl::InvalidArgumentError(absl::StrFormat(
-      "model_type '%s' is not supported (supported: llama, mistral, qwen2, opt)", c.model_type));
-}
 
 }  // namespace dgptq::worker

@@ -59,6 +59,11 @@ class DecoderModel {
 
  protected:
   DecoderModel(const ModelConfig& c, kernels::Backend& b) : config_(c), b_(b) {}
+  // Loads every linear module of Groups() (weight, and bias where has_bias(module)) of
+  // the layer with tensor-name prefix `prefix` into `w`.
+  absl::Status LoadLinears(ModelReader& r, const std::string& prefix,
+                           const std::function<bool(const std::string&)>& has_bias,
+                           LayerWeights* w);
   ModelConfig config_;
   kernels::Backend& b_;
 };

@@ -55,15 +55,8 @@ class OptModel final : public DecoderModel {
         DGPTQ_ASSIGN_OR_RETURN(w.t[name], LoadTensor(b_, r, p + name, {h}));
       }
     }
-    for (const LinearGroup& g : groups_) {
-      for (const std::string& m : g.modules) {
-        const Shape s = LinearShape(m);
-        DGPTQ_ASSIGN_OR_RETURN(w.t[m + ".weight"], LoadTensor(b_, r, p + m + ".weight", s));
-        if (config_.enable_bias) {
-          DGPTQ_ASSIGN_OR_RETURN(w.t[m + ".bias"], LoadTensor(b_, r, p + m + ".bias", {s[0]}));
-        }
-      }
-    }
+    DGPTQ_RETURN_IF_ERROR(
+        LoadLinears(r, p, [this](const std::string&) { return config_.enable_bias; }, &w));
     return w;
   }
 
