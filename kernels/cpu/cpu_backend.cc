@@ -127,6 +127,11 @@ class CpuBackend final : public Backend {
     DGPTQ_RETURN_IF_ERROR(CheckSquare(h, "hessian"));
     const lapack_int n = h.rows, ld = h.ld;
     if (n == 0) return absl::OkStatus();
+    // LAPACK may use all our threads here; nothing else of ours runs meanwhile.
+    openblas_set_num_threads(threads_);
+    struct Restore {
+      ~Restore() { openblas_set_num_threads(1); }
+    } restore;
     lapack_int info = LAPACKE_spotrf(LAPACK_ROW_MAJOR, 'L', n, h.data, ld);
     if (info == 0) info = LAPACKE_spotri(LAPACK_ROW_MAJOR, 'L', n, h.data, ld);
     if (info != 0) {
