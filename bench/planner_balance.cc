@@ -37,8 +37,7 @@ std::string ConfigJson(const Shape& s) {
 
 // One JSON line for `s` on `world` ranks; returns false on a planning error.
 bool Report(const Shape& s, const dgptq::ModelConfig& c, int world, long samples) {
-  absl::StatusOr<dgptq::coordinator::Plan> plan =
-      dgptq::coordinator::MakePlan(c, world, samples);
+  absl::StatusOr<dgptq::coordinator::Plan> plan = dgptq::coordinator::MakePlan(c, world, samples);
   if (!plan.ok()) {
     std::fprintf(stderr, "%s: %s\n", s.name, std::string(plan.status().message()).c_str());
     return false;

@@ -1,7 +1,8 @@
 #include "common/grpc_status.h"
 
 #include <string>
-#include <string_view>
+
+#include "absl/strings/string_view.h"
 
 namespace dgptq {
 namespace {
@@ -11,13 +12,13 @@ constexpr int kMaxCanonicalCode = 16;
 
 // Cuts `message` to at most kMaxGrpcStatusMessageBytes, marker included. The cut backs off to a
 // UTF-8 lead byte so the client never receives a broken character.
-std::string CapMessage(std::string_view message) {
+std::string CapMessage(absl::string_view message) {
   if (message.size() <= kMaxGrpcStatusMessageBytes) return std::string(message);
-  constexpr std::string_view kMarker = kGrpcMessageTruncationMarker;
+  constexpr absl::string_view kMarker = kGrpcMessageTruncationMarker;
   size_t cut = kMaxGrpcStatusMessageBytes - kMarker.size();
   while (cut > 0 && (static_cast<unsigned char>(message[cut]) & 0xC0) == 0x80) --cut;
   std::string capped(message.substr(0, cut));
-  capped.append(kMarker);
+  capped.append(kMarker.data(), kMarker.size());
   return capped;
 }
 

@@ -1,6 +1,7 @@
 #include "coordinator/planner.h"
 
 #include <algorithm>
+#include <limits>
 #include <memory>
 #include <numeric>
 #include <set>
@@ -31,13 +32,12 @@ ModuleGroupPlan Group(std::vector<std::string> modules, std::vector<int64_t> row
 }
 
 absl::Status CheckSizes(const ModelConfig& c) {
-  const std::pair<const char*, int64_t> sizes[] = {
-      {"hidden_size", c.hidden_size},
-      {"intermediate_size", c.intermediate_size},
-      {"num_hidden_layers", c.num_hidden_layers},
-      {"num_attention_heads", c.num_attention_heads},
-      {"num_key_value_heads", c.num_key_value_heads},
-      {"head_dim", c.head_dim}};
+  const std::pair<const char*, int64_t> sizes[] = {{"hidden_size", c.hidden_size},
+                                                   {"intermediate_size", c.intermediate_size},
+                                                   {"num_hidden_layers", c.num_hidden_layers},
+                                                   {"num_attention_heads", c.num_attention_heads},
+                                                   {"num_key_value_heads", c.num_key_value_heads},
+                                                   {"head_dim", c.head_dim}};
   for (const auto& [name, v] : sizes) {
     if (v <= 0) {
       return absl::InvalidArgumentError(
@@ -103,14 +103,94 @@ absl::Status CheckWeights(const ModelConfig& c, const Plan& plan, const Checkpoi
         if (info->shape != want) {
           return absl::InvalidArgumentError(absl::StrCat(
               dir, ": tensor '", name, "' has shape ", ShapeText(info->shape), " but config.json",
-              " implies ", ShapeText(want), " (hidden_size ", c.hidden_size,
-              ", intermediate_size ", c.intermediate_size, ", heads ", c.num_attention_heads,
-              "/", c.num_key_value_heads, ", head_dim ", c.head_dim, ")"));
+              " implies ", ShapeText(want), " (hidden_size ", c.hidden_size, ", intermediate_size ",
+              c.intermediate_size, ", heads ", c.num_attention_heads, "/", c.num_key_value_heads,
+              ", head_dim ", c.head_dim, ")"));
         }
       }
     }
   }
   return absl::OkStatus();
+}
+
+// One candidate for Rebalance: group `group` of `layer` leaves the most loaded rank for
+// `to_rank`; when `swap_group` >= 0 that group (owned by `to_rank`) comes back.
+struct Move {
+  double score = 0;  // max of the two ranks' loads afterwards
+  int layer = -1;
+  int group = -1;
+  int swap_group = -1;
+  int to_rank = -1;
+};
+
+// The largest per-rank cost within `layer` if group gi were owned by ri and gj by rj
+// (gj < 0: no second change). A layer has a handful of groups: quadratic is fine.
+double Makespan(const LayerPlan& layer, int gi, int ri, int gj, int rj) {
+  const int n = static_cast<int>(layer.groups.size());
+  auto owner = [&](int k) { return k == gi ? ri : k == gj ? rj : layer.groups[k].owner_rank; };
+  double worst = 0;
+  for (int k = 0; k < n; ++k) {
+    double sum = 0;
+    for (int h = 0; h < n; ++h) sum += owner(h) == owner(k) ? layer.groups[h].cost : 0;
+    worst = std::max(worst, sum);
+  }
+  return worst;
+}
+
+// The best move or swap of one of rank m's groups towards a rank in `light` (moves) or
+// towards the owner of another group of the same layer (swaps) that lowers the pair's
+// maximum load without lengthening that layer's makespan. score = +inf when none.
+Move BestMove(const Plan& plan, int m, const std::vector<int>& light) {
+  const std::vector<double>& load = plan.rank_cost;
+  Move best{std::numeric_limits<double>::infinity()};
+  auto consider = [&](const LayerPlan& layer, int g, int h, int r) {
+    const double delta = layer.groups[g].cost - (h >= 0 ? layer.groups[h].cost : 0.0);
+    if (r == m || delta <= 0) return;
+    const double score = std::max(load[m] - delta, load[r] + delta);
+    if (score >= best.score) return;
+    const double before = Makespan(layer, -1, -1, -1, -1);
+    if (Makespan(layer, g, r, h, m) > before * (1 + 1e-12)) return;
+    best = {score, layer.layer, g, h, r};
+  };
+  for (const LayerPlan& layer : plan.layers) {
+    const int n = static_cast<int>(layer.groups.size());
+    for (int g = 0; g < n; ++g) {
+      if (layer.groups[g].owner_rank != m) continue;
+      for (int h = 0; h < n; ++h) consider(layer, g, h, layer.groups[h].owner_rank);
+      for (int r : light) consider(layer, g, -1, r);
+    }
+  }
+  return best;
+}
+
+// Local search after the greedy pass. Greedy LPT guarantees only max <= mean + largest
+// group, and on Llama-3-8B with 8 ranks (down_proj is 82% of a layer) it ends 10.5%
+// over the mean. Each step moves or swaps one group off the most loaded rank so that the
+// pair's maximum strictly drops (the sum of squared loads strictly falls, so this ends)
+// and no layer's makespan grows (the per-layer critical path never gets worse).
+void Rebalance(Plan* plan) {
+  std::vector<double>& load = plan->rank_cost;
+  const int n = plan->world_size;
+  constexpr int kMaxSteps = 1000;  // bounds the cost on huge plans; typical plans need < 50
+  constexpr int kLight = 8;        // move targets: the lightest ranks
+  for (int step = 0; step < kMaxSteps && n > 1; ++step) {
+    const int m = static_cast<int>(std::max_element(load.begin(), load.end()) - load.begin());
+    std::vector<int> light(n);
+    std::iota(light.begin(), light.end(), 0);
+    const int k = std::min(n, kLight);
+    std::partial_sort(light.begin(), light.begin() + k, light.end(),
+                      [&](int a, int b) { return std::pair(load[a], a) < std::pair(load[b], b); });
+    light.resize(k);
+    const Move mv = BestMove(*plan, m, light);
+    if (!(mv.score < load[m] * (1 - 1e-12))) return;
+    LayerPlan& layer = plan->layers[mv.layer];
+    const double delta =
+        layer.groups[mv.group].cost - (mv.swap_group >= 0 ? layer.groups[mv.swap_group].cost : 0);
+    layer.groups[mv.group].owner_rank = mv.to_rank;
+    if (mv.swap_group >= 0) layer.groups[mv.swap_group].owner_rank = m;
+    load[m] -= delta;
+    load[mv.to_rank] += delta;
+  }
 }
 
 }  // namespace
@@ -153,17 +233,14 @@ absl::StatusOr<std::vector<ModuleGroupPlan>> LayerGroups(const ModelConfig& c) {
   if (IsOpt(c)) {
     return std::vector<ModuleGroupPlan>{
         Group({"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"}, {h, h, h}, h),
-        Group({"self_attn.out_proj"}, {h}, h),
-        Group({"fc1"}, {ffn}, h),
-        Group({"fc2"}, {h}, ffn)};
+        Group({"self_attn.out_proj"}, {h}, h), Group({"fc1"}, {ffn}, h), Group({"fc2"}, {h}, ffn)};
   }
   if (IsLlamaFamily(c)) {
     const int64_t q = c.num_attention_heads * c.head_dim;
     const int64_t kv = c.num_key_value_heads * c.head_dim;
     return std::vector<ModuleGroupPlan>{
         Group({"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"}, {q, kv, kv}, h),
-        Group({"self_attn.o_proj"}, {h}, q),
-        Group({"mlp.gate_proj", "mlp.up_proj"}, {ffn, ffn}, h),
+        Group({"self_attn.o_proj"}, {h}, q), Group({"mlp.gate_proj", "mlp.up_proj"}, {ffn, ffn}, h),
         Group({"mlp.down_proj"}, {h}, ffn)};
   }
   return absl::InvalidArgumentError(
@@ -173,13 +250,13 @@ absl::StatusOr<std::vector<ModuleGroupPlan>> LayerGroups(const ModelConfig& c) {
 
 absl::StatusOr<Plan> MakePlan(const ModelConfig& c, int world_size, int64_t samples) {
   if (world_size < 1 || world_size > kMaxWorldSize) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "planner: world_size must be in [1, ", kMaxWorldSize, "], got ", world_size));
+    return absl::InvalidArgumentError(
+        absl::StrCat("planner: world_size must be in [1, ", kMaxWorldSize, "], got ", world_size));
   }
   if (samples < world_size) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("planner: ", samples, " calibration samples cannot feed ", world_size,
-                     " ranks (need at least one sample per rank)"));
+    return absl::InvalidArgumentError(absl::StrCat("planner: ", samples,
+                                                   " calibration samples cannot feed ", world_size,
+                                                   " ranks (need at least one sample per rank)"));
   }
   DGPTQ_ASSIGN_OR_RETURN(const std::vector<ModuleGroupPlan> groups, LayerGroups(c));
   // LPT order within a layer; stable so equal costs keep the module order.
@@ -198,12 +275,12 @@ absl::StatusOr<Plan> MakePlan(const ModelConfig& c, int world_size, int64_t samp
     plan.layers.push_back(std::move(layer));
   }
   plan.rank_cost = loads.costs();
+  Rebalance(&plan);
   plan.shards = SplitSamples(world_size, samples);
   return plan;
 }
 
-absl::StatusOr<Plan> PlanCheckpoint(const std::string& model_dir, int world_size,
-                                    int64_t samples) {
+absl::StatusOr<Plan> PlanCheckpoint(const std::string& model_dir, int world_size, int64_t samples) {
   DGPTQ_ASSIGN_OR_RETURN(const ModelConfig c, LoadModelConfig(model_dir));
   DGPTQ_ASSIGN_OR_RETURN(Plan plan, MakePlan(c, world_size, samples));
   // Checkpoint::Open parses the safetensors headers only; shards are mapped lazily.

@@ -24,6 +24,7 @@
 //   world_size() and backend() may be read from other threads (e.g. a metrics exporter).
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -38,10 +39,11 @@ inline constexpr absl::Duration kDefaultCommTimeout = absl::Seconds(300);
 
 class Communicator {
  public:
+  Communicator(int rank, int world) : rank_(rank), world_(world) {}
   virtual ~Communicator() = default;
 
-  virtual int rank() const = 0;
-  virtual int world_size() const = 0;
+  int rank() const { return rank_; }
+  int world_size() const { return world_; }
   // "host" or "nccl".
   virtual std::string backend() const = 0;
 
@@ -60,8 +62,17 @@ class Communicator {
   virtual absl::Status GroupEnd() = 0;
 
   // Bytes this rank has moved so far (see the backend for what is counted).
-  virtual uint64_t bytes_sent() const = 0;
-  virtual uint64_t bytes_received() const = 0;
+  uint64_t bytes_sent() const { return sent_.load(); }
+  uint64_t bytes_received() const { return received_.load(); }
+
+ protected:
+  // InvalidArgument unless 0 <= root < world_size().
+  absl::Status CheckRoot(int root) const;
+
+  const int rank_;
+  const int world_;
+  std::atomic<uint64_t> sent_{0};
+  std::atomic<uint64_t> received_{0};
 };
 
 }  // namespace dgptq::worker

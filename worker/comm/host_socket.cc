@@ -85,8 +85,9 @@ absl::StatusOr<Endpoint> ParseAddress(std::string_view address) {
   uint32_t port = 0;
   if (colon == std::string_view::npos || colon == 0 ||
       !absl::SimpleAtoi(std::string(address.substr(colon + 1)), &port) || port > 65535) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "bad communicator address '", address, "': expected host:port, e.g. 127.0.0.1:29500"));
+    return absl::InvalidArgumentError(absl::StrCat("bad communicator address '",
+                                                   std::string(address),
+                                                   "': expected host:port, e.g. 127.0.0.1:29500"));
   }
   const std::string host(address.substr(0, colon));
   Endpoint e;
@@ -102,7 +103,8 @@ absl::StatusOr<Endpoint> ParseAddress(std::string_view address) {
   addrinfo* res = nullptr;
   const int rc = getaddrinfo(host.c_str(), nullptr, &hints, &res);
   if (rc != 0 || res == nullptr) {
-    return absl::InvalidArgumentError(absl::StrCat("bad communicator address '", address,
+    return absl::InvalidArgumentError(absl::StrCat("bad communicator address '",
+                                                   std::string(address),
                                                    "': cannot resolve host: ", gai_strerror(rc)));
   }
   e.ip = reinterpret_cast<sockaddr_in*>(res->ai_addr)->sin_addr.s_addr;
@@ -148,7 +150,7 @@ absl::StatusOr<Endpoint> LocalEndpoint(int fd) { return NameOf(fd, false); }
 absl::StatusOr<Endpoint> PeerEndpoint(int fd) { return NameOf(fd, true); }
 
 absl::StatusOr<Fd> Connect(const Endpoint& to, absl::Time deadline, std::string_view what) {
-  const std::string where = absl::StrCat(what, " at ", FormatEndpoint(to));
+  const std::string where = absl::StrCat(std::string(what), " at ", FormatEndpoint(to));
   int last_errno = 0;
   while (true) {
     absl::StatusOr<Fd> fd = NewSocket();
@@ -173,8 +175,8 @@ absl::StatusOr<Fd> Connect(const Endpoint& to, absl::Time deadline, std::string_
     if (absl::Now() + absl::Milliseconds(50) >= deadline) break;
     absl::SleepFor(absl::Milliseconds(50));  // refused: the listener may come up later
   }
-  return absl::UnavailableError(absl::StrCat("cannot connect to ", where,
-                                             " before the deadline: ", Errno(last_errno)));
+  return absl::UnavailableError(
+      absl::StrCat("cannot connect to ", where, " before the deadline: ", Errno(last_errno)));
 }
 
 absl::StatusOr<Fd> Accept(int listen_fd, absl::Time deadline) {
