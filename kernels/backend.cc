@@ -48,9 +48,9 @@ absl::StatusOr<DeviceKind> ParseDeviceKind(const std::string& name) {
       absl::StrCat("unknown device '", name, "' (expected cpu or cuda)"));
 }
 
-absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(DeviceKind kind) {
-  if (kind == DeviceKind::kCpu) return MakeCpuBackend();
-  return MakeCudaBackend();
+absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(DeviceKind kind, int cpu_threads, int gpu) {
+  if (kind == DeviceKind::kCpu) return MakeCpuBackend(cpu_threads);
+  return MakeCudaBackend(gpu);
 }
 
 #ifndef DGPTQ_HAVE_CUDA

@@ -200,8 +200,9 @@ class Backend {
 std::unique_ptr<Backend> MakeCpuBackend(int threads = 0);
 // The CUDA backend on `device`; Unavailable when built without CUDA or no GPU exists.
 absl::StatusOr<std::unique_ptr<Backend>> MakeCudaBackend(int device = 0);
-// Either of the above.
-absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(DeviceKind kind);
+// Either of the above (`cpu_threads` for the CPU backend, `gpu` for CUDA).
+absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(DeviceKind kind, int cpu_threads = 0,
+                                                     int gpu = 0);
 // True when a CUDA device is usable in this process.
 bool CudaAvailable();
 

@@ -18,7 +18,7 @@ v1::JobSpec MakeSpec() {
   v1::QuantizationConfig* q = spec.mutable_quantization();
   q->set_bits(3);
   q->set_group_size(-1);
-  q->set_sym(true);
+  q->set_asym(true);
   q->set_act_order(true);
   q->set_static_groups(true);
   q->set_damp_percent(0.01);

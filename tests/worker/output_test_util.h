@@ -253,6 +253,18 @@ inline ProcResult RunDgptq(const std::string& args) {
   return r;
 }
 
+// A small synthetic Llama (hidden 64, 4 heads / 2 KV heads) with `layers` layers made by
+// `dgptq make-model` under `model`, and calibration text of `lines` lines at `calib`.
+inline ProcResult MakeSmallModel(const std::string& model, int layers, const std::string& calib,
+                                 int lines) {
+  std::string text;
+  for (int i = 0; i < lines; ++i) text += "Line " + std::to_string(i * 7) + ": the quick brown fox. ";
+  Spit(calib, text);
+  return RunDgptq("make-model --out " + model + " --hidden 64 --layers " +
+                  std::to_string(layers) +
+                  " --heads 4 --kv-heads 2 --intermediate 128 --vocab 300 --max-position 256");
+}
+
 inline bool HasStaging(const std::string& dir) {
   for (const auto& e : fs::directory_iterator(dir)) {
     const std::string n = e.path().filename().string();

@@ -77,14 +77,9 @@ class PipelineInput : public ::testing::Test {
  protected:
   void SetUp() override {
     model_ = tmp_ / "model";
-    auto r = RunDgptq("make-model --out " + model_ +
-                                      " --hidden 64 --layers 2 --heads 4 --kv-heads 2 "
-                                      "--intermediate 128 --vocab 300 --max-position 256");
-    ASSERT_EQ(r.code, 0) << r.output;
     calib_ = tmp_ / "calib.txt";
-    std::string text;
-    for (int i = 0; i < 200; ++i) text += "The quick brown fox jumps over the lazy dog. ";
-    Spit(calib_, text);
+    auto r = MakeSmallModel(model_, 2, calib_, 200);
+    ASSERT_EQ(r.code, 0) << r.output;
   }
   QuantizeOptions Options(const std::string& out) const {
     QuantizeOptions o;

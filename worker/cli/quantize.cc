@@ -105,6 +105,8 @@ Command AddQuantizeCommand(CLI::App& app) {
   c->add_option("--seed", o.seed, "calibration sampling seed");
   c->add_option("--format", f->format, "gptq, compressed-tensors or dequantized (fp32 fake-quant)");
   c->add_option("--device", f->device, "cpu or cuda");
+  c->add_option("--threads", o.cpu_threads, "CPU backend threads (0: all cores)");
+  c->add_option("--gpu", o.gpu, "CUDA device ordinal");
   c->add_flag("--rtn", o.rtn, "round to nearest (no calibration)");
   c->add_flag("--overwrite", o.overwrite, "replace an existing output model");
   return {c, [f] { return RunQuantize(*f); }};

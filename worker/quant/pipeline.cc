@@ -1,6 +1,7 @@
 #include "worker/quant/pipeline.h"
 
 #include <chrono>
+#include <cstring>
 #include <cstdio>
 #include <fstream>
 #include <map>
@@ -46,30 +47,65 @@ absl::StatusOr<TokenWindows> LoadCalibration(const QuantizeOptions& o) {
   return DrawCalibration(stream, o.samples, o.seq_len, o.seed);
 }
 
+WriterOptions WriterFor(const QuantizeOptions& o, const ModelConfig& c) {
+  WriterOptions wo;
+  wo.out_dir = o.out_dir;
+  wo.src_model_dir = o.model_dir;
+  wo.format = o.format;
+  wo.quant = o.quant;
+  wo.model_dtype = c.torch_dtype == DType::kBF16 ? DType::kBF16 : DType::kF16;
+  wo.overwrite = o.overwrite;
+  wo.ignore = {"lm_head"};
+  return wo;
+}
+
 class Pipeline {
  public:
-  Pipeline(const QuantizeOptions& o, const ProgressFn& p) : o_(o), progress_(p) {}
+  Pipeline(const QuantizeOptions& o, const RankContext& ctx, const ProgressFn& p)
+      : o_(o), ctx_(ctx), progress_(p) {}
   absl::StatusOr<QuantizeReport> Run();
 
  private:
+  bool distributed() const { return ctx_.world > 1; }
+  int Owner(int layer, int group) const { return ctx_.owner ? ctx_.owner(layer, group) : 0; }
+  absl::Status CheckContext(int layers) const;
+  absl::Status CheckCancelled() const {
+    if (ctx_.cancelled && ctx_.cancelled()) return absl::CancelledError("stopped");
+    return absl::OkStatus();
+  }
+  absl::Status ShardCalibration();
   absl::Status QuantizeLayer(int layer, const Mat& x);
+  absl::Status QuantizeStage(LayerWeights& w, int layer, const std::set<int>& stage, const Mat& x);
   absl::Status CollectHessians(const LayerWeights& w, const Mat& x, const std::set<int>& groups,
                                std::map<int, DeviceTensor>* hessians);
-  absl::Status QuantizeGroup(LayerWeights& w, int layer, int group, DeviceTensor* h);
+  absl::Status ReduceHessians(int layer, const std::set<int>& stage,
+                              std::map<int, DeviceTensor>* hessians);
+  absl::Status QuantizeGroup(LayerWeights& w, int layer, int group, DeviceTensor* h,
+                             std::map<std::string, kernels::QuantizedWeight>* results);
+  absl::Status ShareResults(LayerWeights& w, int layer, const std::set<int>& stage,
+                            std::map<std::string, kernels::QuantizedWeight>* results);
+  absl::Status WriteModule(const std::string& full, const kernels::QuantizedWeight& q);
   absl::Status Propagate(const LayerWeights& w, const Mat& x);
   absl::Status WritePlain(const std::vector<std::string>& names);
-  void Phase(const std::string& phase, int layer, double seconds) {
+  uint64_t CommBytes() const {
+    return ctx_.comm ? ctx_.comm->bytes_sent() + ctx_.comm->bytes_received() : 0;
+  }
+  void Phase(const std::string& phase, int layer, double seconds, int64_t bytes = 0) {
     phase_seconds_[phase] += seconds;
-    if (progress_) progress_({phase, layer, model_ ? model_->num_layers() : 0, "", 0, seconds});
+    if (progress_) {
+      progress_({phase, layer, model_ ? model_->num_layers() : 0, "", 0, seconds, bytes});
+    }
   }
 
   const QuantizeOptions& o_;
+  const RankContext& ctx_;
   const ProgressFn& progress_;
   std::unique_ptr<Backend> b_;
   std::unique_ptr<ModelReader> reader_;
   std::unique_ptr<DecoderModel> model_;
-  std::unique_ptr<ModelWriter> writer_;
-  TokenWindows calib_;
+  std::unique_ptr<ModelWriter> writer_;  // rank 0 only
+  TokenWindows calib_;                   // this rank's shard of the windows
+  double total_tokens_ = 0;              // over every rank: the Hessian's divisor
   std::map<std::string, double> phase_seconds_;
   QuantizeReport report_;
 };
@@ -87,23 +123,19 @@ absl::StatusOr<QuantizeReport> Pipeline::Run() {
     return absl::InvalidArgumentError(absl::StrFormat(
         "--seq-len %d exceeds the model's sliding_window %d", o_.seq_len, c.sliding_window));
   }
-  DGPTQ_ASSIGN_OR_RETURN(b_, kernels::MakeBackend(o_.device));
+  DGPTQ_ASSIGN_OR_RETURN(b_, kernels::MakeBackend(o_.device, o_.cpu_threads, o_.gpu));
   DGPTQ_ASSIGN_OR_RETURN(model_, DecoderModel::Create(c, *b_));
+  DGPTQ_RETURN_IF_ERROR(CheckContext(model_->num_layers()));
   if (!o_.rtn) {
     auto tc = Clock::now();
     DGPTQ_ASSIGN_OR_RETURN(calib_, LoadCalibration(o_));
     DGPTQ_RETURN_IF_ERROR(CheckWindows(c, calib_, o_.calib_path.c_str()));
+    DGPTQ_RETURN_IF_ERROR(ShardCalibration());
     Phase("calibration", -1, Since(tc));
   }
-  WriterOptions wo;
-  wo.out_dir = o_.out_dir;
-  wo.src_model_dir = o_.model_dir;
-  wo.format = o_.format;
-  wo.quant = o_.quant;
-  wo.model_dtype = c.torch_dtype == DType::kBF16 ? DType::kBF16 : DType::kF16;
-  wo.overwrite = o_.overwrite;
-  wo.ignore = {"lm_head"};
-  DGPTQ_ASSIGN_OR_RETURN(writer_, ModelWriter::Create(wo));
+  if (ctx_.rank == 0) {
+    DGPTQ_ASSIGN_OR_RETURN(writer_, ModelWriter::Create(WriterFor(o_, c)));
+  }
   DGPTQ_RETURN_IF_ERROR(model_->LoadGlobals(*reader_));
   DeviceTensor x;
   if (!o_.rtn) {
@@ -116,12 +148,14 @@ absl::StatusOr<QuantizeReport> Pipeline::Run() {
   for (int layer = 0; layer < model_->num_layers(); ++layer) {
     DGPTQ_RETURN_IF_ERROR(Annotate(QuantizeLayer(layer, x.mat), absl::StrFormat("layer %d", layer)));
   }
-  auto tw = Clock::now();
-  DGPTQ_RETURN_IF_ERROR(WritePlain(model_->GlobalTensors(*reader_)));
-  DGPTQ_RETURN_IF_ERROR(writer_->Finish());
-  Phase("write", -1, Since(tw));
+  if (writer_) {
+    auto tw = Clock::now();
+    DGPTQ_RETURN_IF_ERROR(WritePlain(model_->GlobalTensors(*reader_)));
+    DGPTQ_RETURN_IF_ERROR(writer_->Finish());
+    Phase("write", -1, Since(tw));
+  }
   for (const auto& [phase, s] : phase_seconds_) report_.phase_seconds.emplace_back(phase, s);
-  report_.samples = calib_.count;
+  report_.samples = calib_.count;  // this rank's shard
   report_.seq_len = calib_.seq_len;
   report_.peak_rss_bytes = PeakRssBytes();
   report_.peak_device_bytes = b_->PeakDeviceBytes();
@@ -142,17 +176,11 @@ absl::Status Pipeline::QuantizeLayer(int layer, const Mat& x) {
     stages.back().insert(g);
   }
   for (const std::set<int>& stage : stages) {
-    std::map<int, DeviceTensor> hessians;
-    if (!o_.rtn) {
-      t = Clock::now();
-      DGPTQ_RETURN_IF_ERROR(CollectHessians(w, x, stage, &hessians));
-      Phase("forward", layer, Since(t));
-    }
-    t = Clock::now();
-    for (int g : stage) DGPTQ_RETURN_IF_ERROR(QuantizeGroup(w, layer, g, o_.rtn ? nullptr : &hessians[g]));
-    Phase("quantize", layer, Since(t));
+    DGPTQ_RETURN_IF_ERROR(CheckCancelled());
+    DGPTQ_RETURN_IF_ERROR(QuantizeStage(w, layer, stage, x));
   }
   if (!o_.rtn) {
+    DGPTQ_RETURN_IF_ERROR(CheckCancelled());
     t = Clock::now();
     DGPTQ_RETURN_IF_ERROR(Propagate(w, x));
     Phase("propagate", layer, Since(t));
@@ -171,8 +199,50 @@ absl::Status Pipeline::QuantizeLayer(int layer, const Mat& x) {
   for (const std::string& name : reader_->TensorNames()) {
     if (absl::StartsWith(name, prefix) && !linear.count(name)) plain.push_back(name);
   }
-  DGPTQ_RETURN_IF_ERROR(WritePlain(plain));
+  if (writer_) DGPTQ_RETURN_IF_ERROR(WritePlain(plain));
   Phase("write", layer, Since(t));
+  return absl::OkStatus();
+}
+
+// One stage: Hessians of the stage's groups (this rank's shard), reduced onto their
+// owners; GPTQ (or RTN) on the owned groups; the results shared with every rank.
+absl::Status Pipeline::QuantizeStage(LayerWeights& w, int layer, const std::set<int>& stage,
+                                     const Mat& x) {
+  std::map<int, DeviceTensor> hessians;
+  if (!o_.rtn) {
+    auto t = Clock::now();
+    DGPTQ_RETURN_IF_ERROR(CollectHessians(w, x, stage, &hessians));
+    Phase("forward", layer, Since(t));
+    if (distributed()) {
+      DGPTQ_RETURN_IF_ERROR(CheckCancelled());
+      t = Clock::now();
+      const uint64_t bytes0 = CommBytes();
+      DGPTQ_RETURN_IF_ERROR(ReduceHessians(layer, stage, &hessians));
+      Phase("reduce", layer, Since(t), static_cast<int64_t>(CommBytes() - bytes0));
+    }
+  }
+  DGPTQ_RETURN_IF_ERROR(CheckCancelled());
+  auto t = Clock::now();
+  std::map<std::string, kernels::QuantizedWeight> results;  // by module name in the layer
+  for (int g : stage) {
+    if (Owner(layer, g) != ctx_.rank) continue;
+    DGPTQ_RETURN_IF_ERROR(QuantizeGroup(w, layer, g, o_.rtn ? nullptr : &hessians.at(g), &results));
+    hessians.erase(g);
+  }
+  Phase("quantize", layer, Since(t));
+  if (distributed()) {
+    t = Clock::now();
+    const uint64_t bytes0 = CommBytes();
+    DGPTQ_RETURN_IF_ERROR(ShareResults(w, layer, stage, &results));
+    Phase("broadcast", layer, Since(t), static_cast<int64_t>(CommBytes() - bytes0));
+  }
+  if (writer_) {
+    for (int g : stage) {
+      for (const std::string& m : model_->Groups()[g].modules) {
+        DGPTQ_RETURN_IF_ERROR(WriteModule(model_->LayerPrefix(layer) + m, results.at(m)));
+      }
+    }
+  }
   return absl::OkStatus();
 }
 
@@ -204,7 +274,8 @@ absl::Status Pipeline::CollectHessians(const LayerWeights& w, const Mat& x,
   return absl::OkStatus();
 }
 
-absl::Status Pipeline::QuantizeGroup(LayerWeights& w, int layer, int group, DeviceTensor* h) {
+absl::Status Pipeline::QuantizeGroup(LayerWeights& w, int layer, int group, DeviceTensor* h,
+                                     std::map<std::string, kernels::QuantizedWeight>* results) {
   const std::vector<std::string>& modules = model_->Groups()[group].modules;
   for (size_t i = 0; i < modules.size(); ++i) {
     const auto t = Clock::now();
@@ -222,24 +293,165 @@ absl::Status Pipeline::QuantizeGroup(LayerWeights& w, int layer, int group, Devi
         DGPTQ_RETURN_IF_ERROR(b_->Copy(copy.mat.data, hm.data, hm.rows * hm.cols * sizeof(float)));
         hm = copy.mat;
       }
-      q = RunGptq(*b_, DeviceModule{wm, hm}, static_cast<double>(calib_.count * calib_.seq_len), o_.quant);
+      q = RunGptq(*b_, DeviceModule{wm, hm}, total_tokens_, o_.quant);
     }
     const std::string full = model_->LayerPrefix(layer) + m;
     if (!q.ok()) return Annotate(q.status(), full);
     DGPTQ_ASSIGN_OR_RETURN(ModuleResult r, DownloadResult(*b_, wm, *q, o_.quant));
-    const TensorView* bias = nullptr;
-    TensorView bias_view;
-    if (reader_->HasTensor(full + ".bias")) {
-      DGPTQ_ASSIGN_OR_RETURN(bias_view, reader_->Raw(full + ".bias"));
-      bias = &bias_view;
-    }
-    DGPTQ_RETURN_IF_ERROR(writer_->AddQuantized(full, r.q, bias));
+    (*results)[m] = std::move(r.q);
     const double s = Since(t);
     report_.modules.push_back({full, wm.rows, wm.cols, r.stats.loss, r.stats.damp_used,
                                r.stats.damp_raises, s});
     if (progress_) progress_({"quantize", layer, model_->num_layers(), full, r.stats.loss, s});
   }
   return absl::OkStatus();
+}
+
+absl::Status Pipeline::CheckContext(int layers) const {
+  if (ctx_.world < 1 || ctx_.rank < 0 || ctx_.rank >= ctx_.world) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("rank %d is not in a world of size %d", ctx_.rank, ctx_.world));
+  }
+  if (distributed()) {
+    if (ctx_.comm == nullptr) {
+      return absl::InvalidArgumentError("a world size above 1 needs a communicator");
+    }
+    if (ctx_.comm->rank() != ctx_.rank || ctx_.comm->world_size() != ctx_.world) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "communicator is rank %d of %d but the job says rank %d of %d", ctx_.comm->rank(),
+          ctx_.comm->world_size(), ctx_.rank, ctx_.world));
+    }
+    if (ctx_.comm->backend() == "nccl" && b_->kind() != kernels::DeviceKind::kCuda) {
+      return absl::InvalidArgumentError("the NCCL communicator needs the CUDA backend");
+    }
+  }
+  const int groups = static_cast<int>(model_->Groups().size());
+  for (int l = 0; l < layers; ++l) {
+    for (int g = 0; g < groups; ++g) {
+      const int r = Owner(l, g);
+      if (r < 0 || r >= ctx_.world) {
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "the plan gives layer %d group %s to rank %d, outside the world of %d", l,
+            model_->Groups()[g].modules[0], r, ctx_.world));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+// Keeps this rank's windows [window_begin, window_end) of the job's calibration set.
+absl::Status Pipeline::ShardCalibration() {
+  total_tokens_ = static_cast<double>(calib_.count) * static_cast<double>(calib_.seq_len);
+  const int64_t end = ctx_.window_end < 0 ? calib_.count : ctx_.window_end;
+  if (ctx_.window_begin < 0 || ctx_.window_begin >= end || end > calib_.count) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "sample shard [%d, %d) is empty or outside the %d calibration samples", ctx_.window_begin,
+        end, calib_.count));
+  }
+  if (ctx_.window_begin == 0 && end == calib_.count) return absl::OkStatus();
+  const int64_t L = calib_.seq_len;
+  calib_.ids = std::vector<int32_t>(calib_.ids.begin() + ctx_.window_begin * L,
+                                    calib_.ids.begin() + end * L);
+  calib_.count = end - ctx_.window_begin;
+  return absl::OkStatus();
+}
+
+// Sums every rank's Hessian of each stage group onto the group's owner, all groups in
+// one communicator group. The NCCL communicator works on device memory; the host one on
+// host memory, so a GPU rank on the host transport stages through the host.
+absl::Status Pipeline::ReduceHessians(int layer, const std::set<int>& stage,
+                                      std::map<int, DeviceTensor>* hessians) {
+  const bool staged = ctx_.comm->backend() != "nccl" && b_->kind() != kernels::DeviceKind::kCpu;
+  std::map<int, std::vector<float>> host;
+  DGPTQ_RETURN_IF_ERROR(b_->Synchronize());
+  DGPTQ_RETURN_IF_ERROR(ctx_.comm->GroupStart());
+  for (int g : stage) {
+    const Mat& h = hessians->at(g).mat;
+    const size_t n = static_cast<size_t>(h.rows * h.cols);
+    float* buf = h.data;
+    if (staged) {
+      std::vector<float>& v = host[g];
+      v.resize(n);
+      DGPTQ_RETURN_IF_ERROR(b_->Download(h.data, v.data(), n * sizeof(float)));
+      buf = v.data();
+    }
+    DGPTQ_RETURN_IF_ERROR(ctx_.comm->Reduce(buf, buf, n, Owner(layer, g)));
+  }
+  DGPTQ_RETURN_IF_ERROR(ctx_.comm->GroupEnd());
+  for (int g : stage) {
+    if (Owner(layer, g) != ctx_.rank) {
+      hessians->erase(g);  // only the owner's sum is used
+    } else if (staged) {
+      const Mat& h = hessians->at(g).mat;
+      DGPTQ_RETURN_IF_ERROR(b_->Upload(host[g].data(), h.data, host[g].size() * sizeof(float)));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// Owners broadcast each module's serialized result; every rank (owners included)
+// rebuilds the module's weight from those bytes, so all ranks hold the same layer.
+absl::Status Pipeline::ShareResults(LayerWeights& w, int layer, const std::set<int>& stage,
+                                    std::map<std::string, kernels::QuantizedWeight>* results) {
+  struct Item {
+    std::string module;
+    int owner;
+    std::string bytes;
+    kernels::Buffer device;  // NCCL only: the bytes in device memory
+  };
+  const bool on_device = ctx_.comm->backend() == "nccl";
+  std::vector<Item> items;
+  for (int g : stage) {
+    for (const std::string& m : model_->Groups()[g].modules) {
+      const Mat& wm = w.mat(m + ".weight");
+      Item it{m, Owner(layer, g), {}, {}};
+      if (it.owner == ctx_.rank) {
+        it.bytes = SerializeQuantized(results->at(m));
+      } else {
+        it.bytes.resize(SerializedQuantizedBytes(wm.rows, wm.cols, o_.quant));
+      }
+      if (on_device) {
+        DGPTQ_ASSIGN_OR_RETURN(it.device, b_->Allocate(it.bytes.size()));
+        if (it.owner == ctx_.rank) {
+          DGPTQ_RETURN_IF_ERROR(b_->Upload(it.bytes.data(), it.device.data(), it.bytes.size()));
+        }
+      }
+      items.push_back(std::move(it));
+    }
+  }
+  DGPTQ_RETURN_IF_ERROR(b_->Synchronize());
+  DGPTQ_RETURN_IF_ERROR(ctx_.comm->GroupStart());
+  for (Item& it : items) {
+    void* buf = on_device ? it.device.data() : it.bytes.data();
+    DGPTQ_RETURN_IF_ERROR(ctx_.comm->Broadcast(buf, it.bytes.size(), it.owner));
+  }
+  DGPTQ_RETURN_IF_ERROR(ctx_.comm->GroupEnd());
+  for (Item& it : items) {
+    if (on_device && it.owner != ctx_.rank) {
+      DGPTQ_RETURN_IF_ERROR(b_->Download(it.device.data(), it.bytes.data(), it.bytes.size()));
+    }
+    const Mat& wm = w.mat(it.module + ".weight");
+    absl::StatusOr<kernels::QuantizedWeight> q =
+        DeserializeQuantized(it.bytes, wm.rows, wm.cols, o_.quant);
+    if (!q.ok()) {
+      return Annotate(q.status(), absl::StrFormat("result of %s%s from rank %d",
+                                                  model_->LayerPrefix(layer), it.module, it.owner));
+    }
+    const Tensor deq = q->Dequantize();
+    DGPTQ_RETURN_IF_ERROR(b_->Upload(deq.data(), wm.data, deq.nbytes()));
+    (*results)[it.module] = *std::move(q);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Pipeline::WriteModule(const std::string& full, const kernels::QuantizedWeight& q) {
+  const TensorView* bias = nullptr;
+  TensorView bias_view;
+  if (reader_->HasTensor(full + ".bias")) {
+    DGPTQ_ASSIGN_OR_RETURN(bias_view, reader_->Raw(full + ".bias"));
+    bias = &bias_view;
+  }
+  return writer_->AddQuantized(full, q, bias);
 }
 
 absl::Status Pipeline::Propagate(const LayerWeights& w, const Mat& x) {
@@ -276,6 +488,11 @@ absl::Status QuantizeOptions::Validate() const {
     return absl::InvalidArgumentError(absl::StrFormat("--seq-len must be in [1, 2^20], got %d", seq_len));
   }
   if (batch_windows <= 0) return absl::InvalidArgumentError("batch_windows must be positive");
+  if (cpu_threads < 0 || cpu_threads > 4096) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("--threads must be in [0, 4096] (0: all cores), got %d", cpu_threads));
+  }
+  if (gpu < 0) return absl::InvalidArgumentError(absl::StrFormat("--gpu must be >= 0, got %d", gpu));
   if (format == OutputFormat::kGptq && !quant.sym) {
     return absl::InvalidArgumentError(
         "--asym cannot be stored in the GPTQ v1 format (a zero point of 0 has no encoding); "
@@ -295,8 +512,95 @@ int64_t PeakRssBytes() {
 }
 
 absl::StatusOr<QuantizeReport> Quantize(const QuantizeOptions& opts, const ProgressFn& progress) {
-  Pipeline p(opts, progress);
+  return QuantizeRank(opts, RankContext{}, progress);
+}
+
+absl::StatusOr<QuantizeReport> QuantizeRank(const QuantizeOptions& opts, const RankContext& ctx,
+                                            const ProgressFn& progress) {
+  Pipeline p(opts, ctx, progress);
   return p.Run();
+}
+
+namespace {
+
+struct WireHeader {
+  int64_t rows, cols, groups;
+};
+
+int64_t PackedCodeBytes(int64_t n, int bits) { return (n * bits + 7) / 8; }
+
+}  // namespace
+
+size_t SerializedQuantizedBytes(int64_t rows, int64_t cols, const QuantConfig& cfg) {
+  const int64_t groups = cfg.NumGroups(cols);
+  return sizeof(WireHeader) + PackedCodeBytes(rows * cols, cfg.bits) +
+         2 * groups * rows * sizeof(float) + cols * sizeof(int32_t);
+}
+
+std::string SerializeQuantized(const kernels::QuantizedWeight& q) {
+  const int64_t n = q.rows * q.cols;
+  const WireHeader h{q.rows, q.cols, q.groups()};
+  std::string out(sizeof(h) + PackedCodeBytes(n, q.bits), '\0');
+  std::memcpy(out.data(), &h, sizeof(h));
+  auto* packed = reinterpret_cast<uint8_t*>(out.data() + sizeof(h));
+  for (int64_t i = 0; i < n; ++i) {  // little-endian bit stream, `bits` per code
+    const uint32_t code = static_cast<uint32_t>(q.codes[i]);
+    const int64_t bit = i * q.bits;
+    const uint32_t v = code << (bit % 8);
+    for (int64_t b = bit / 8, shift = 0; shift < (bit % 8) + q.bits; ++b, shift += 8) {
+      packed[b] |= static_cast<uint8_t>(v >> shift);
+    }
+  }
+  out.append(reinterpret_cast<const char*>(q.scales.data()), q.scales.size() * sizeof(float));
+  out.append(reinterpret_cast<const char*>(q.zeros.data()), q.zeros.size() * sizeof(float));
+  out.append(reinterpret_cast<const char*>(q.g_idx.data()), q.g_idx.size() * sizeof(int32_t));
+  return out;
+}
+
+absl::StatusOr<kernels::QuantizedWeight> DeserializeQuantized(const std::string& bytes,
+                                                              int64_t rows, int64_t cols,
+                                                              const QuantConfig& cfg) {
+  if (bytes.size() != SerializedQuantizedBytes(rows, cols, cfg)) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "%d bytes, expected %d for a [%d, %d] module", bytes.size(),
+        SerializedQuantizedBytes(rows, cols, cfg), rows, cols));
+  }
+  WireHeader h;
+  std::memcpy(&h, bytes.data(), sizeof(h));
+  if (h.rows != rows || h.cols != cols || h.groups != cfg.NumGroups(cols)) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "header says [%d, %d] with %d groups, expected [%d, %d] with %d", h.rows, h.cols,
+        h.groups, rows, cols, cfg.NumGroups(cols)));
+  }
+  kernels::QuantizedWeight q;
+  q.bits = cfg.bits;
+  q.group_size = cfg.group_size;
+  q.sym = cfg.sym;
+  q.rows = rows;
+  q.cols = cols;
+  const int64_t n = rows * cols;
+  q.codes.resize(n);
+  const auto* packed = reinterpret_cast<const uint8_t*>(bytes.data() + sizeof(h));
+  const uint32_t mask = (1u << cfg.bits) - 1;
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t bit = i * cfg.bits;
+    uint32_t v = 0;
+    for (int64_t b = bit / 8, shift = 0; shift < (bit % 8) + cfg.bits; ++b, shift += 8) {
+      v |= static_cast<uint32_t>(packed[b]) << shift;
+    }
+    q.codes[i] = static_cast<int32_t>((v >> (bit % 8)) & mask);
+  }
+  const char* p = bytes.data() + sizeof(h) + PackedCodeBytes(n, cfg.bits);
+  q.scales.resize(h.groups * rows);
+  q.zeros.resize(h.groups * rows);
+  q.g_idx.resize(cols);
+  std::memcpy(q.scales.data(), p, q.scales.size() * sizeof(float));
+  p += q.scales.size() * sizeof(float);
+  std::memcpy(q.zeros.data(), p, q.zeros.size() * sizeof(float));
+  p += q.zeros.size() * sizeof(float);
+  std::memcpy(q.g_idx.data(), p, q.g_idx.size() * sizeof(int32_t));
+  DGPTQ_RETURN_IF_ERROR(q.Validate());
+  return q;
 }
 
 }  // namespace dgptq::worker

@@ -13,6 +13,8 @@
 #include "absl/status/statusor.h"
 #include "common/quant_config.h"
 #include "kernels/backend.h"
+#include "kernels/packing.h"
+#include "worker/comm/communicator.h"
 #include "worker/output/hf_quant_config.h"
 
 namespace dgptq::worker {
@@ -27,6 +29,8 @@ struct QuantizeOptions {
   bool true_sequential = false;  // re-forward after each group (q/k/v, o, gate/up, down)
   bool overwrite = false;
   kernels::DeviceKind device = kernels::DeviceKind::kCpu;
+  int cpu_threads = 0;  // CPU backend threads, 0: all cores (workers sharing a host set it)
+  int gpu = 0;          // CUDA device ordinal
   int64_t samples = 128;
   int64_t seq_len = 2048;
   uint64_t seed = 0;
@@ -37,12 +41,15 @@ struct QuantizeOptions {
 
 // One progress event: a phase of a layer started/finished, or a module quantized.
 struct ProgressEvent {
-  std::string phase;   // "calibration", "load", "forward", "quantize", "propagate", "write", "done"
+  // "calibration", "load", "forward", "reduce", "quantize", "broadcast", "propagate",
+  // "write". Every rank ends each layer with a "write" event (layer >= 0), written or not.
+  std::string phase;
   int layer = -1;      // -1 outside the layers
   int layers = 0;
   std::string module;  // set for quantize events
   double loss = 0;
   double seconds = 0;  // of the finished phase / module
+  int64_t bytes = 0;   // communicator bytes sent + received in the phase (reduce, broadcast)
 };
 using ProgressFn = std::function<void(const ProgressEvent&)>;
 
@@ -66,6 +73,41 @@ struct QuantizeReport {
 };
 
 absl::StatusOr<QuantizeReport> Quantize(const QuantizeOptions& opts, const ProgressFn& progress);
+
+// This process's part of a job run by `world` ranks (DESIGN.md "One job, end to end"):
+// every rank draws the same calibration windows and forwards only its shard
+// [window_begin, window_end); the Hessian sum of each linear group is reduced onto the
+// group's owner, which runs GPTQ on the group's modules and broadcasts the packed codes,
+// scales, zeros and g_idx; every rank rebuilds the quantized weights from those bytes
+// for the next forward, so all ranks hold bit-identical layers. Rank 0 receives every
+// module and writes the whole output. The Hessian of every group is normalized by the
+// job's total token count, so the codes do not depend on how the samples are sharded
+// beyond floating-point summation order. With world == 1 this is Quantize().
+struct RankContext {
+  int rank = 0;
+  int world = 1;
+  Communicator* comm = nullptr;  // required when world > 1 (host or NCCL)
+  // Rank that quantizes group `group` (an index into DecoderModel::Groups()) of `layer`;
+  // unset: rank 0. Must give every rank the same answer.
+  std::function<int(int layer, int group)> owner;
+  int64_t window_begin = 0;
+  int64_t window_end = -1;  // -1: to the last window
+  // Polled between phases; true stops the run with Cancelled.
+  std::function<bool()> cancelled;
+};
+absl::StatusOr<QuantizeReport> QuantizeRank(const QuantizeOptions& opts, const RankContext& ctx,
+                                            const ProgressFn& progress);
+
+// The wire form of a module's result, broadcast by its owner: a header {rows, cols,
+// groups}, the codes packed `bits` per code, fp32 scales and zeros, int32 g_idx. Its size
+// follows from the shape and the config alone, so receivers know it in advance.
+size_t SerializedQuantizedBytes(int64_t rows, int64_t cols, const QuantConfig& cfg);
+std::string SerializeQuantized(const kernels::QuantizedWeight& q);
+// InvalidArgument when `bytes` is not the serialization of a [rows, cols] module under
+// `cfg` (wrong size or header, codes out of range, bad g_idx).
+absl::StatusOr<kernels::QuantizedWeight> DeserializeQuantized(const std::string& bytes,
+                                                              int64_t rows, int64_t cols,
+                                                              const QuantConfig& cfg);
 
 // Peak resident set size of this process (VmHWM), 0 if unknown.
 int64_t PeakRssBytes();

@@ -1,0 +1,39 @@
+// One place where a dgptq.v1.JobSpec gets its defaults and is checked: the coordinator
+// validates submissions with it and the worker turns an Assignment's spec into pipeline
+// options with it, so both read a spec the same way.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "common/quant_config.h"
+#include "dgptq/v1/job.pb.h"
+
+namespace dgptq {
+
+// Largest world size a job may ask for.
+inline constexpr int kMaxJobWorkers = 1024;
+
+// A JobSpec with every default filled in (the proto's "0 means ..." rules).
+struct ResolvedJobSpec {
+  std::string model_dir;
+  std::string out_dir;
+  std::string calib_path;  // empty only for RTN jobs
+  QuantConfig quant;
+  bool rtn = false;
+  bool true_sequential = false;
+  bool overwrite = false;
+  int64_t samples = 128;
+  int64_t seq_len = 2048;
+  uint64_t seed = 0;
+  int num_workers = 1;
+  std::string format = "gptq";  // "gptq" or "compressed-tensors"
+  v1::DeviceKind device_kind = v1::DEVICE_KIND_UNSPECIFIED;
+};
+
+// Fills defaults and checks ranges without touching the filesystem. InvalidArgument names
+// the field (as a JobSpec path, e.g. "quantization.bits") and what is allowed.
+absl::StatusOr<ResolvedJobSpec> ResolveJobSpec(const v1::JobSpec& spec);
+
+}  // namespace dgptq
