@@ -95,7 +95,12 @@ class RankPipeline : public ::testing::Test {
         ctx.rank = r;
         ctx.world = world;
         ctx.comm = comm->get();
-        ctx.owner = [world](int layer, int group) { return (layer + group) % world; };
+        // Group index by its first module: q/k/v 0, o 1, gate/up 2, down 3.
+        ctx.owner = [world](int layer, const std::string& m) {
+          const int g = m == "self_attn.q_proj" ? 0 : m == "self_attn.o_proj" ? 1
+                        : m == "mlp.gate_proj"  ? 2 : 3;
+          return (layer + g) % world;
+        };
         ctx.window_begin = r * base;
         ctx.window_end = r + 1 == world ? o.samples : (r + 1) * base;
         out[r] = QuantizeRank(o, ctx, [&](const ProgressEvent& e) {
@@ -197,7 +202,7 @@ TEST_F(RankPipeline, BadContextIsRefused) {
   ctx.world = 2;  // no communicator
   EXPECT_EQ(QuantizeRank(o, ctx, nullptr).status().code(), absl::StatusCode::kInvalidArgument);
   ctx = RankContext{};
-  ctx.owner = [](int, int) { return 3; };  // outside a world of 1
+  ctx.owner = [](int, const std::string&) { return 3; };  // outside a world of 1
   auto s = QuantizeRank(o, ctx, nullptr).status();
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(s.message().find("rank 3"), std::string::npos) << s;

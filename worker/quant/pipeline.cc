@@ -67,7 +67,9 @@ class Pipeline {
 
  private:
   bool distributed() const { return ctx_.world > 1; }
-  int Owner(int layer, int group) const { return ctx_.owner ? ctx_.owner(layer, group) : 0; }
+  int Owner(int layer, int group) const {
+    return ctx_.owner ? ctx_.owner(layer, model_->Groups()[group].modules[0]) : 0;
+  }
   absl::Status CheckContext(int layers) const;
   absl::Status CheckCancelled() const {
     if (ctx_.cancelled && ctx_.cancelled()) return absl::CancelledError("stopped");
@@ -331,8 +333,8 @@ absl::Status Pipeline::CheckContext(int layers) const {
       const int r = Owner(l, g);
       if (r < 0 || r >= ctx_.world) {
         return absl::InvalidArgumentError(absl::StrFormat(
-            "the plan gives layer %d group %s to rank %d, outside the world of %d", l,
-            model_->Groups()[g].modules[0], r, ctx_.world));
+            "the plan gives layer %d group %s to rank %d, outside the world of %d (a plan "
+            "made for another architecture?)", l, model_->Groups()[g].modules[0], r, ctx_.world));
       }
     }
   }

@@ -87,9 +87,10 @@ struct RankContext {
   int rank = 0;
   int world = 1;
   Communicator* comm = nullptr;  // required when world > 1 (host or NCCL)
-  // Rank that quantizes group `group` (an index into DecoderModel::Groups()) of `layer`;
-  // unset: rank 0. Must give every rank the same answer.
-  std::function<int(int layer, int group)> owner;
+  // Rank that quantizes the linear group of `layer` whose first module is `module`
+  // (e.g. "self_attn.q_proj" for q/k/v); unset: rank 0. Every rank must get the same
+  // answer; a rank outside [0, world) fails the run naming the group.
+  std::function<int(int layer, const std::string& module)> owner;
   int64_t window_begin = 0;
   int64_t window_end = -1;  // -1: to the last window
   // Polled between phases; true stops the run with Cancelled.

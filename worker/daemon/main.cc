@@ -1,0 +1,57 @@
+// `dgptq-worker`: the GPU (or CPU) worker daemon. See worker_daemon.h.
+#include <csignal>
+#include <cstdio>
+#include <thread>
+
+#include "CLI/CLI.hpp"
+#include "spdlog/spdlog.h"
+#include "worker/daemon/worker_daemon.h"
+
+int main(int argc, char** argv) {
+  dgptq::worker::WorkerDaemonOptions o;
+  std::string device = "cpu", log_level = "info";
+  double comm_timeout_s = 300;
+  CLI::App app{"dgptq-worker: runs ranks of dgptq quantization jobs for a coordinator"};
+  app.add_option("--coordinator", o.coordinator, "coordinator address host:port")->required();
+  app.add_option("--name", o.name, "worker name (default hostname:pid)");
+  app.add_option("--device", device, "cpu or cuda");
+  app.add_option("--gpu", o.gpu, "CUDA device ordinal");
+  app.add_option("--threads", o.cpu_threads, "CPU backend threads (0: all cores)");
+  app.add_option("--host", o.host, "address other workers reach this one at");
+  app.add_option("--comm-timeout", comm_timeout_s, "seconds a collective may take");
+  app.add_option("--log-level", log_level, "trace, debug, info, warn, error");
+  CLI11_PARSE(app, argc, argv);
+  auto kind = dgptq::kernels::ParseDeviceKind(device);
+  if (!kind.ok()) {
+    std::fprintf(stderr, "dgptq-worker: %s\n", kind.status().ToString().c_str());
+    return 2;
+  }
+  if (comm_timeout_s <= 0) {
+    std::fprintf(stderr, "dgptq-worker: --comm-timeout must be positive\n");
+    return 2;
+  }
+  o.device = *kind;
+  o.comm_timeout = absl::Seconds(comm_timeout_s);
+  spdlog::set_level(spdlog::level::from_str(log_level));
+
+  // SIGINT/SIGTERM are taken by a thread that asks the daemon to stop.
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  dgptq::worker::WorkerDaemon daemon(o);
+  std::thread signals([&] {
+    int sig = 0;
+    sigwait(&set, &sig);
+    spdlog::info("dgptq-worker: signal {}, shutting down", sig);
+    daemon.Shutdown();
+  });
+  signals.detach();
+  const absl::Status s = daemon.Run();
+  if (!s.ok()) {
+    std::fprintf(stderr, "dgptq-worker: %s\n", s.ToString().c_str());
+    return 1;
+  }
+  return 0;
+}
