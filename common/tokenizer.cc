@@ -50,7 +50,11 @@ class SentencePieceTokenizer : public Tokenizer {
 
 absl::StatusOr<std::unique_ptr<Tokenizer>> LoadSentencePieceTokenizer(const std::string& path) {
   if (!FileExists(path)) return absl::NotFoundError(absl::StrCat(path, ": no such file"));
-  auto sp = std::make_unique<internal::SentencePieceShim>();
+  std::string module_error;
+  std::unique_ptr<internal::SentencePieceShim> sp = internal::NewSentencePieceShim(&module_error);
+  if (sp == nullptr) {
+    return absl::FailedPreconditionError(absl::StrCat(path, ": ", module_error));
+  }
   const internal::SpResult r = sp->Load(path);
   if (!r.ok()) {
     return absl::InvalidArgumentError(

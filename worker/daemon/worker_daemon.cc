@@ -5,6 +5,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <mutex>
 #include <thread>
@@ -15,10 +16,14 @@
 #include "common/grpc_status.h"
 #include "common/status_macros.h"
 #include "dgptq/v1/coordinator.grpc.pb.h"
+#include "dgptq/v1/worker.grpc.pb.h"
+#include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpcpp/health_check_service_interface.h"
 #include "grpcpp/grpcpp.h"
 #include "proto/job_spec.h"
 #include "spdlog/spdlog.h"
 #include "worker/comm/host_comm.h"
+#include "worker/daemon/worker_metrics.h"
 #ifdef DGPTQ_HAVE_NCCL
 #include "worker/comm/nccl_comm.h"
 #endif
@@ -64,6 +69,22 @@ std::string ModuleInLayer(const std::string& full, int layer) {
   return at == std::string::npos ? full : full.substr(at + key.size());
 }
 
+// Writes `port` to `path` atomically (temp file + rename), for tests and scripts that
+// start a daemon on port 0.
+absl::Status WritePortFile(const std::string& path, int port) {
+  if (path.empty()) return absl::OkStatus();
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream f(tmp, std::ios::trunc);
+    f << port << "\n";
+    if (!f) return absl::InternalError("cannot write " + tmp);
+  }
+  std::error_code ec;
+  std::filesystem::rename(tmp, path, ec);
+  if (ec) return absl::InternalError("cannot rename " + tmp + ": " + ec.message());
+  return absl::OkStatus();
+}
+
 std::string DefaultName() {
   char host[256] = {0};
   if (::gethostname(host, sizeof(host) - 1) != 0) std::snprintf(host, sizeof(host), "worker");
@@ -78,6 +99,7 @@ struct WorkerDaemon::Impl {
   }
 
   absl::Status Run();
+  absl::Status Serve();
   absl::Status Session();
   void Heartbeats(v1::Coordinator::Stub* stub, grpc::ClientContext* stream_ctx,
                   absl::Duration interval);
@@ -112,8 +134,68 @@ struct WorkerDaemon::Impl {
   std::mutex job_mu;
   std::thread job_thread;
   std::string job_id;  // empty when idle
+  int job_rank = 0, job_world = 0, last_layer_done = -1;
   std::atomic<bool> job_cancel{false};
+
+  std::unique_ptr<WorkerMetrics> metrics;
+  std::unique_ptr<grpc::Server> server;
+  std::unique_ptr<v1::Worker::Service> service;
+  int metrics_port = 0;
 };
+
+namespace {
+
+class WorkerService final : public v1::Worker::Service {
+ public:
+  explicit WorkerService(WorkerDaemon::Impl* d) : d_(d) {}
+  grpc::Status GetStatus(grpc::ServerContext*, const v1::GetWorkerStatusRequest*,
+                         v1::WorkerStatus* out) override {
+    out->set_name(d_->opts.name);
+    out->set_coordinator(d_->opts.coordinator);
+    out->set_draining(d_->stopping);
+    {
+      std::lock_guard<std::mutex> lock(d_->stream_mu);
+      out->set_connected(d_->stream != nullptr);
+    }
+    std::lock_guard<std::mutex> lock(d_->job_mu);
+    out->set_worker_id(d_->worker_id);
+    out->set_job_id(d_->job_id);
+    out->set_rank(d_->job_rank);
+    out->set_world_size(d_->job_world);
+    out->set_last_layer_done(d_->last_layer_done);
+    return grpc::Status::OK;
+  }
+
+ private:
+  WorkerDaemon::Impl* d_;
+};
+
+}  // namespace
+
+// The gRPC server (Worker, health, reflection) and the metrics exposer.
+absl::Status WorkerDaemon::Impl::Serve() {
+  if (!opts.metrics_listen.empty()) {
+    DGPTQ_ASSIGN_OR_RETURN(metrics, WorkerMetrics::Start(opts.metrics_listen, DGPTQ_VERSION));
+    metrics_port = metrics->port();
+    DGPTQ_RETURN_IF_ERROR(WritePortFile(opts.metrics_port_file, metrics_port));
+  }
+  if (opts.listen.empty()) return absl::OkStatus();
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  service = std::make_unique<WorkerService>(this);
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort(opts.listen, grpc::InsecureServerCredentials(), &port);
+  builder.RegisterService(service.get());
+  server = builder.BuildAndStart();
+  if (server == nullptr || port == 0) {
+    return absl::UnavailableError(absl::StrFormat("cannot serve gRPC on %s", opts.listen));
+  }
+  server->GetHealthCheckService()->SetServingStatus(true);
+  spdlog::info("worker {}: gRPC (Worker, health, reflection) on port {}, metrics on port {}",
+               opts.name, port, metrics_port);
+  return WritePortFile(opts.port_file, port);
+}
 
 WorkerDaemon::WorkerDaemon(WorkerDaemonOptions options)
     : impl_(std::make_unique<Impl>(std::move(options))) {}
@@ -126,6 +208,7 @@ absl::Status WorkerDaemon::Run() { return impl_->Run(); }
 
 void WorkerDaemon::Shutdown() {
   impl_->stopping = true;
+  if (impl_->server) impl_->server->GetHealthCheckService()->SetServingStatus(false);
   impl_->StopJob("worker shutting down");
   {
     std::lock_guard<std::mutex> lock(impl_->stream_mu);
@@ -146,6 +229,7 @@ absl::Status WorkerDaemon::Impl::Run() {
   if (opts.device == kernels::DeviceKind::kCuda && !kernels::CudaAvailable()) {
     return absl::FailedPreconditionError("--device cuda but no usable CUDA device");
   }
+  DGPTQ_RETURN_IF_ERROR(Serve());
   absl::Duration backoff = absl::Milliseconds(200);
   while (!stopping) {
     const absl::Status s = Session();
@@ -159,6 +243,7 @@ absl::Status WorkerDaemon::Impl::Run() {
     if (s.ok()) backoff = absl::Milliseconds(200);
   }
   JoinJob();
+  if (server) server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   return absl::OkStatus();
 }
 
@@ -177,6 +262,7 @@ absl::Status WorkerDaemon::Impl::Session() {
   cap->set_cpu_cores(opts.cpu_threads > 0 ? opts.cpu_threads
                                           : static_cast<int>(std::thread::hardware_concurrency()));
   cap->set_version(DGPTQ_VERSION);
+  cap->set_metrics_port(metrics_port);
   if (opts.device == kernels::DeviceKind::kCuda) {
     if (auto b = kernels::MakeCudaBackend(opts.gpu); b.ok()) cap->set_gpu_name((*b)->name());
   }
@@ -324,7 +410,11 @@ void WorkerDaemon::Impl::StartJob(const v1::Assignment& a) {
   }
   if (job_thread.joinable()) job_thread.join();  // the previous job has finished
   job_id = a.job_id();
+  job_rank = a.rank();
+  job_world = a.world_size();
+  last_layer_done = -1;
   job_cancel = false;
+  if (metrics) metrics->JobStarted();
   job_thread = std::thread([this, a] { RunJob(a); });
 }
 
@@ -372,6 +462,9 @@ void WorkerDaemon::Impl::RunJob(v1::Assignment a) {
     }
   }
   spdlog::info("worker {}: job {} rank {} ends: {}", opts.name, a.job_id(), a.rank(), st.ToString());
+  if (metrics) {
+    metrics->JobEnded(st.ok() ? "ok" : st.code() == absl::StatusCode::kCancelled ? "cancelled" : "failed");
+  }
   Send(res);
   std::lock_guard<std::mutex> lock(job_mu);
   job_id.clear();
@@ -450,7 +543,10 @@ absl::Status WorkerDaemon::Impl::RunRank(const v1::Assignment& a, Communicator**
   }
   ctx.cancelled = [this] { return job_cancel.load(); };
   DGPTQ_ASSIGN_OR_RETURN(QuantizeReport report,
-                         QuantizeRank(o, ctx, [&](const ProgressEvent& e) { SendProgress(a, e); }));
+                         QuantizeRank(o, ctx, [&](const ProgressEvent& e) {
+                           if (metrics) metrics->Progress(e, *raw ? (*raw)->backend() : "none");
+                           SendProgress(a, e);
+                         }));
   spdlog::info("worker {}: job {} rank {}: {} modules, peak RSS {} MB", opts.name, a.job_id(),
                a.rank(), report.modules.size(), report.peak_rss_bytes >> 20);
   return absl::OkStatus();
@@ -458,6 +554,10 @@ absl::Status WorkerDaemon::Impl::RunRank(const v1::Assignment& a, Communicator**
 
 void WorkerDaemon::Impl::SendProgress(const v1::Assignment& a, const ProgressEvent& e) {
   if (e.layer < 0) return;  // calibration loading and the final write are not layer phases
+  if (e.phase == "write") {
+    std::lock_guard<std::mutex> lock(job_mu);
+    last_layer_done = e.layer;
+  }
   v1::ControlRequest req;
   v1::JobEvent* ev = req.mutable_event();
   ev->set_job_id(a.job_id());

@@ -17,6 +17,10 @@
 // - When the coordinator is unreachable, or forgets the worker (Heartbeat NOT_FOUND), the
 //   daemon stops its job and registers again, retrying with a bounded backoff.
 //
+// Serving: its own gRPC port (--listen) carries the Worker service (GetStatus), the
+// standard grpc.health.v1 health service (NOT_SERVING once draining) and server
+// reflection; /metrics is on --metrics-listen (worker_metrics.h lists the series).
+//
 // Thread-safety: Run() on one thread; Shutdown() from any thread.
 #pragma once
 
@@ -39,6 +43,10 @@ struct WorkerDaemonOptions {
   std::string host = "127.0.0.1";
   absl::Duration comm_timeout = absl::Seconds(300);  // per collective
   absl::Duration max_backoff = absl::Seconds(10);    // between reconnection attempts
+  std::string listen = "0.0.0.0:50061";          // gRPC: Worker, health, reflection; "" none
+  std::string metrics_listen = "0.0.0.0:9091";   // Prometheus /metrics; "" none
+  std::string port_file;          // if set, the bound gRPC port is written here
+  std::string metrics_port_file;  // if set, the bound metrics port is written here
 };
 
 class WorkerDaemon {
@@ -54,8 +62,9 @@ class WorkerDaemon {
   // Stops the running job (it reports CANCELLED), closes the stream and makes Run return.
   void Shutdown();
 
+  struct Impl;  // the daemon's state (worker_daemon.cc)
+
  private:
-  struct Impl;
   std::unique_ptr<Impl> impl_;
 };
 

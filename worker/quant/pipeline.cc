@@ -95,7 +95,9 @@ class Pipeline {
   void Phase(const std::string& phase, int layer, double seconds, int64_t bytes = 0) {
     phase_seconds_[phase] += seconds;
     if (progress_) {
-      progress_({phase, layer, model_ ? model_->num_layers() : 0, "", 0, seconds, bytes});
+      const int64_t tokens = phase == "forward" ? calib_.count * calib_.seq_len : 0;
+      progress_({phase, layer, model_ ? model_->num_layers() : 0, "", 0, seconds, bytes, tokens,
+                 b_ ? b_->PeakDeviceBytes() : 0});
     }
   }
 

@@ -50,6 +50,8 @@ struct ProgressEvent {
   double loss = 0;
   double seconds = 0;  // of the finished phase / module
   int64_t bytes = 0;   // communicator bytes sent + received in the phase (reduce, broadcast)
+  int64_t tokens = 0;  // calibration tokens the phase forwarded (forward)
+  int64_t peak_device_bytes = 0;  // the backend's peak device memory so far
 };
 using ProgressFn = std::function<void(const ProgressEvent&)>;
 

@@ -1,0 +1,239 @@
+// The service end to end: a real `dgptq-coordinator` and real `dgptq-worker` processes on
+// loopback, driven through the real gRPC API. A 2-rank job gives the one-process result
+// (up to float summation order in the Hessian reduce) and the same codes every time;
+// a job waits in the queue until enough workers exist; a worker stops on SIGTERM.
+#include <gtest/gtest.h>
+#include <grpcpp/grpcpp.h>
+
+#include <chrono>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <set>
+
+#include "dgptq/v1/coordinator.grpc.pb.h"
+#include "tests/subprocess.h"
+#include "tests/test_util.h"
+#include "tests/worker/output_test_util.h"
+#include "worker/output/model_reader.h"
+
+namespace dgptq::worker {
+namespace {
+
+using dgptq::testing::Subprocess;
+using dgptq::testing::TempDir;
+using namespace std::chrono_literals;
+
+const std::string kCoordinator = DGPTQ_COORDINATOR_BIN;
+const std::string kWorker = DGPTQ_WORKER_BIN;
+
+class Service : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    model_ = tmp_ / "model";
+    calib_ = tmp_ / "calib.txt";
+    auto r = MakeSmallModel(model_, 3, calib_, 300);
+    ASSERT_EQ(r.code, 0) << r.output;
+    const std::string port_file = tmp_ / "port";
+    coordinator_ = std::make_unique<Subprocess>(
+        std::vector<std::string>{kCoordinator, "--listen", "127.0.0.1:0", "--port-file",
+                                 port_file, "--lease-ttl", "5", "--heartbeat-interval", "0.5"},
+        tmp_ / "coordinator.log");
+    const int port = dgptq::testing::WaitForPortFile(port_file, 10s);
+    ASSERT_GT(port, 0) << coordinator_->Log();
+    address_ = "127.0.0.1:" + std::to_string(port);
+    stub_ = v1::Coordinator::NewStub(
+        grpc::CreateChannel(address_, grpc::InsecureChannelCredentials()));
+  }
+  void TearDown() override {
+    for (auto& w : workers_) w->Signal(SIGTERM);
+    for (auto& w : workers_) w->Wait(10s);
+    coordinator_->Signal(SIGTERM);
+    coordinator_->Wait(10s);
+    if (HasFailure()) {
+      std::printf("--- coordinator log:\n%s\n", coordinator_->Log().c_str());
+      for (size_t i = 0; i < workers_.size(); ++i) {
+        std::printf("--- worker %zu log:\n%s\n", i, workers_[i]->Log().c_str());
+      }
+    }
+  }
+  Subprocess& StartWorker() {
+    const std::string name = "w" + std::to_string(workers_.size());
+    workers_.push_back(std::make_unique<Subprocess>(
+        std::vector<std::string>{kWorker, "--coordinator", address_, "--name", name,
+                                 "--threads", "1", "--comm-timeout", "60"},
+        tmp_ / (name + ".log")));
+    return *workers_.back();
+  }
+  v1::JobSpec Spec(const std::string& out, int workers) const {
+    v1::JobSpec s;
+    s.set_model_path(model_);
+    s.set_output_path(tmp_ / out);
+    s.mutable_quantization()->set_group_size(32);
+    s.mutable_quantization()->set_act_order(true);
+    s.mutable_calibration()->set_path(calib_);
+    s.mutable_calibration()->set_samples(10);
+    s.mutable_calibration()->set_seq_len(64);
+    s.set_num_workers(workers);
+    return s;
+  }
+  v1::Job Submit(const v1::JobSpec& spec) {
+    v1::SubmitJobRequest req;
+    *req.mutable_spec() = spec;
+    v1::SubmitJobResponse resp;
+    grpc::ClientContext ctx;
+    const grpc::Status st = stub_->SubmitJob(&ctx, req, &resp);
+    EXPECT_TRUE(st.ok()) << st.error_message();
+    return resp.job();
+  }
+  v1::Job Get(const std::string& id) {
+    v1::GetJobRequest req;
+    req.set_job_id(id);
+    v1::Job job;
+    grpc::ClientContext ctx;
+    EXPECT_TRUE(stub_->GetJob(&ctx, req, &job).ok());
+    return job;
+  }
+  // Every event of the job until its terminal state (bounded by `limit`).
+  std::vector<v1::JobEvent> Watch(const std::string& id, std::chrono::seconds limit) {
+    v1::WatchJobRequest req;
+    req.set_job_id(id);
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + limit);
+    auto reader = stub_->WatchJob(&ctx, req);
+    std::vector<v1::JobEvent> events;
+    v1::JobEvent e;
+    while (reader->Read(&e)) events.push_back(e);
+    const grpc::Status st = reader->Finish();
+    EXPECT_TRUE(st.ok()) << st.error_message();
+    return events;
+  }
+  std::map<std::string, kernels::QuantizedWeight> Load(const std::string& dir) {
+    std::map<std::string, kernels::QuantizedWeight> m;
+    auto r = ModelReader::Open(dir);
+    EXPECT_TRUE(r.ok()) << r.status();
+    if (!r.ok()) return m;
+    for (const std::string& name : (*r)->QuantizedModules()) {
+      auto q = (*r)->LoadQuantized(name);
+      if (q.ok()) m[name] = *std::move(q);
+    }
+    return m;
+  }
+
+  TempDir tmp_;
+  std::string model_, calib_, address_;
+  std::unique_ptr<Subprocess> coordinator_;
+  std::vector<std::unique_ptr<Subprocess>> workers_;
+  std::unique_ptr<v1::Coordinator::Stub> stub_;
+};
+
+TEST_F(Service, TwoWorkerJobMatchesOneProcessAndRepeatsExactly) {
+  StartWorker();
+  StartWorker();
+  const v1::Job job = Submit(Spec("dist", 2));
+  ASSERT_FALSE(job.job_id().empty());
+  const std::vector<v1::JobEvent> events = Watch(job.job_id(), 120s);
+  ASSERT_FALSE(events.empty());
+  const v1::Job done = Get(job.job_id());
+  ASSERT_EQ(done.state(), v1::JOB_STATE_SUCCEEDED) << done.reason();
+  EXPECT_EQ(done.num_layers(), 3);
+  EXPECT_EQ(done.layers_done(), 3);
+  ASSERT_EQ(done.worker_ids_size(), 2);
+
+  // The log: QUEUED -> PLANNING -> RUNNING -> SUCCEEDED, a loss for each of the 21
+  // modules from both ranks, and communicator bytes in the reduce and broadcast phases.
+  std::vector<v1::JobState> states;
+  std::set<std::string> modules;
+  std::set<int> loss_ranks;
+  int64_t reduce_bytes = 0, broadcast_bytes = 0;
+  for (size_t i = 0; i < events.size(); ++i) {
+    const v1::JobEvent& e = events[i];
+    EXPECT_EQ(e.index(), static_cast<int64_t>(i));
+    if (e.has_state_change()) states.push_back(e.state_change().to_state());
+    if (e.has_module_loss()) {
+      modules.insert(std::to_string(e.module_loss().layer()) + "." + e.module_loss().module());
+      loss_ranks.insert(e.module_loss().rank());
+      EXPECT_GE(e.module_loss().loss(), 0);
+    }
+    if (e.has_progress() && e.progress().phase() == v1::PHASE_REDUCE) {
+      reduce_bytes += e.progress().bytes_communicated();
+    }
+    if (e.has_progress() && e.progress().phase() == v1::PHASE_BROADCAST) {
+      broadcast_bytes += e.progress().bytes_communicated();
+    }
+  }
+  EXPECT_EQ(states, (std::vector<v1::JobState>{v1::JOB_STATE_QUEUED, v1::JOB_STATE_PLANNING,
+                                                v1::JOB_STATE_RUNNING, v1::JOB_STATE_SUCCEEDED}));
+  EXPECT_EQ(modules.size(), 21u);
+  EXPECT_TRUE(modules.count("0.self_attn.q_proj")) << *modules.begin();
+  EXPECT_EQ(loss_ranks, (std::set<int>{0, 1}));
+  EXPECT_GT(reduce_bytes, 0);
+  EXPECT_GT(broadcast_bytes, 0);
+
+  // The same job in one process: the codes agree but for float summation order.
+  const std::string one = tmp_ / "one";
+  auto q = RunDgptq("quantize --model " + model_ + " --calib " + calib_ +
+                    " --samples 10 --seq-len 64 --group-size 32 --act-order --threads 1 --out " + one);
+  ASSERT_EQ(q.code, 0) << q.output;
+  const auto a = Load(one), b = Load(tmp_ / "dist");
+  ASSERT_EQ(a.size(), 21u);
+  ASSERT_EQ(b.size(), 21u);
+  int64_t same = 0, total = 0;
+  for (const auto& [name, qa] : a) {
+    const auto& qb = b.at(name);
+    ASSERT_EQ(qa.codes.size(), qb.codes.size());
+    for (size_t i = 0; i < qa.codes.size(); ++i) same += qa.codes[i] == qb.codes[i];
+    total += static_cast<int64_t>(qa.codes.size());
+  }
+  EXPECT_GE(static_cast<double>(same) / total, 0.99) << same << " of " << total;
+
+  // Again on the same two workers: bit-identical codes and scales.
+  const v1::Job again = Submit(Spec("again", 2));
+  Watch(again.job_id(), 120s);
+  ASSERT_EQ(Get(again.job_id()).state(), v1::JOB_STATE_SUCCEEDED) << Get(again.job_id()).reason();
+  const auto c = Load(tmp_ / "again");
+  for (const auto& [name, qb] : b) {
+    EXPECT_EQ(c.at(name).codes, qb.codes) << name;
+    EXPECT_EQ(c.at(name).scales, qb.scales) << name;
+  }
+}
+
+TEST_F(Service, JobWaitsForWorkersAndWorkersStopOnSigterm) {
+  StartWorker();
+  const v1::Job job = Submit(Spec("queued", 2));
+  std::this_thread::sleep_for(1500ms);
+  EXPECT_EQ(Get(job.job_id()).state(), v1::JOB_STATE_QUEUED);
+  StartWorker();
+  Watch(job.job_id(), 120s);
+  const v1::Job done = Get(job.job_id());
+  EXPECT_EQ(done.state(), v1::JOB_STATE_SUCCEEDED) << done.reason();
+  EXPECT_TRUE(std::filesystem::exists(tmp_ / "queued" / "config.json"));
+  for (auto& w : workers_) w->Signal(SIGTERM);
+  for (auto& w : workers_) EXPECT_EQ(w->Wait(10s), 0) << w->Log();
+}
+
+// A rank whose input went bad after submission (the calibration text truncated while the
+// job waited for workers) fails the job with a reason naming the rank; nothing is left
+// under the output name, and the workers return to idle and run the next job.
+TEST_F(Service, FailedRankFailsTheJobAndWorkersRecover) {
+  StartWorker();
+  const std::string calib2 = tmp_ / "calib2.txt";
+  std::filesystem::copy_file(calib_, calib2);
+  v1::JobSpec bad = Spec("bad", 2);
+  bad.mutable_calibration()->set_path(calib2);
+  const v1::Job job = Submit(bad);  // valid now; queued: one worker of two
+  std::ofstream(calib2, std::ios::trunc) << "x";
+  StartWorker();
+  Watch(job.job_id(), 120s);
+  const v1::Job failed = Get(job.job_id());
+  EXPECT_EQ(failed.state(), v1::JOB_STATE_FAILED);
+  EXPECT_NE(failed.reason().find("rank"), std::string::npos) << failed.reason();
+  EXPECT_NE(failed.reason().find("calib2.txt"), std::string::npos) << failed.reason();
+  EXPECT_FALSE(std::filesystem::exists(tmp_ / "bad"));
+  const v1::Job next = Submit(Spec("next", 2));
+  Watch(next.job_id(), 120s);
+  EXPECT_EQ(Get(next.job_id()).state(), v1::JOB_STATE_SUCCEEDED) << Get(next.job_id()).reason();
+}
+
+}  // namespace
+}  // namespace dgptq::worker
