@@ -61,7 +61,8 @@ class Service : public ::testing::Test {
     const std::string name = "w" + std::to_string(workers_.size());
     workers_.push_back(std::make_unique<Subprocess>(
         std::vector<std::string>{kWorker, "--coordinator", address_, "--name", name,
-                                 "--threads", "1", "--comm-timeout", "60"},
+                                 "--threads", "1", "--comm-timeout", "60", "--listen",
+                                 "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"},
         tmp_ / (name + ".log")));
     return *workers_.back();
   }
@@ -207,7 +208,7 @@ TEST_F(Service, JobWaitsForWorkersAndWorkersStopOnSigterm) {
   Watch(job.job_id(), 120s);
   const v1::Job done = Get(job.job_id());
   EXPECT_EQ(done.state(), v1::JOB_STATE_SUCCEEDED) << done.reason();
-  EXPECT_TRUE(std::filesystem::exists(tmp_ / "queued" / "config.json"));
+  EXPECT_TRUE(std::filesystem::exists(tmp_ / "queued/config.json"));
   for (auto& w : workers_) w->Signal(SIGTERM);
   for (auto& w : workers_) EXPECT_EQ(w->Wait(10s), 0) << w->Log();
 }

@@ -14,6 +14,11 @@ int main(int argc, char** argv) {
       dgptq::cli::AddMakeModelCommand(app),
       dgptq::cli::AddQuantizeModuleCommand(app),
       dgptq::cli::AddConvertCommand(app),
+      dgptq::cli::AddSubmitCommand(app),
+      dgptq::cli::AddWatchCommand(app),
+      dgptq::cli::AddStatusCommand(app),
+      dgptq::cli::AddListCommand(app),
+      dgptq::cli::AddCancelCommand(app),
   };
   try {
     app.parse(argc, argv);

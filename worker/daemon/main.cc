@@ -1,11 +1,10 @@
 // `dgptq-worker`: the GPU (or CPU) worker daemon. See worker_daemon.h.
-#include <unistd.h>
 
-#include <csignal>
 #include <cstdio>
 #include <thread>
 
 #include "CLI/CLI.hpp"
+#include "common/daemon_util.h"
 #include "spdlog/spdlog.h"
 #include "worker/daemon/worker_daemon.h"
 
@@ -40,26 +39,12 @@ int main(int argc, char** argv) {
   o.comm_timeout = absl::Seconds(comm_timeout_s);
   spdlog::set_level(spdlog::level::from_str(log_level));
 
-  // SIGINT/SIGTERM: the handler writes to a pipe and a thread asks the daemon to stop
-  // (threads created before main, like OpenBLAS's, may receive the signal, so it is
-  // handled rather than blocked and waited for).
-  static int pipe_fds[2];
-  if (::pipe(pipe_fds) != 0) return 1;
-  struct sigaction sa {};
-  sa.sa_handler = [](int sig) {
-    const char c = static_cast<char>(sig);
-    [[maybe_unused]] ssize_t n = ::write(pipe_fds[1], &c, 1);
-  };
-  sigemptyset(&sa.sa_mask);
-  sigaction(SIGINT, &sa, nullptr);
-  sigaction(SIGTERM, &sa, nullptr);
+  dgptq::InstallStopSignalHandlers();
   dgptq::worker::WorkerDaemon daemon(o);
   std::thread signals([&] {
-    char sig = 0;
-    if (::read(pipe_fds[0], &sig, 1) == 1) {
-      spdlog::info("dgptq-worker: signal {}, shutting down", static_cast<int>(sig));
-      daemon.Shutdown();
-    }
+    const int sig = dgptq::WaitForStopSignal();
+    spdlog::info("dgptq-worker: signal {}, shutting down", sig);
+    daemon.Shutdown();
   });
   signals.detach();
   const absl::Status s = daemon.Run();

@@ -13,6 +13,7 @@
 
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
+#include "common/daemon_util.h"
 #include "common/grpc_status.h"
 #include "common/status_macros.h"
 #include "dgptq/v1/coordinator.grpc.pb.h"
@@ -67,22 +68,6 @@ std::string ModuleInLayer(const std::string& full, int layer) {
   const std::string key = absl::StrFormat("layers.%d.", layer);
   const size_t at = full.find(key);
   return at == std::string::npos ? full : full.substr(at + key.size());
-}
-
-// Writes `port` to `path` atomically (temp file + rename), for tests and scripts that
-// start a daemon on port 0.
-absl::Status WritePortFile(const std::string& path, int port) {
-  if (path.empty()) return absl::OkStatus();
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream f(tmp, std::ios::trunc);
-    f << port << "\n";
-    if (!f) return absl::InternalError("cannot write " + tmp);
-  }
-  std::error_code ec;
-  std::filesystem::rename(tmp, path, ec);
-  if (ec) return absl::InternalError("cannot rename " + tmp + ": " + ec.message());
-  return absl::OkStatus();
 }
 
 std::string DefaultName() {
@@ -345,6 +330,10 @@ void WorkerDaemon::Impl::Handle(const v1::ControlResponse& msg) {
     case v1::ControlResponse::kCreateRendezvous: Offer(msg.create_rendezvous()); break;
     case v1::ControlResponse::kAssignment: StartJob(msg.assignment()); break;
     case v1::ControlResponse::kStopJob: {
+      {
+        std::lock_guard<std::mutex> lock(rdv_mu);  // a job stopped before its assignment
+        listeners.erase(msg.stop_job().job_id());
+      }
       std::lock_guard<std::mutex> lock(job_mu);
       if (job_id == msg.stop_job().job_id()) {
         spdlog::info("worker {}: stopping job {}: {}", opts.name, job_id, msg.stop_job().reason());
@@ -465,9 +454,13 @@ void WorkerDaemon::Impl::RunJob(v1::Assignment a) {
   if (metrics) {
     metrics->JobEnded(st.ok() ? "ok" : st.code() == absl::StatusCode::kCancelled ? "cancelled" : "failed");
   }
+  {
+    // Idle before the result goes out: the coordinator may assign the next job as soon
+    // as it reads the result.
+    std::lock_guard<std::mutex> lock(job_mu);
+    job_id.clear();
+  }
   Send(res);
-  std::lock_guard<std::mutex> lock(job_mu);
-  job_id.clear();
 }
 
 absl::Status WorkerDaemon::Impl::RunRank(const v1::Assignment& a, Communicator** raw,

@@ -132,7 +132,9 @@ absl::StatusOr<QuantizeReport> Pipeline::Run() {
   DGPTQ_RETURN_IF_ERROR(CheckContext(model_->num_layers()));
   if (!o_.rtn) {
     auto tc = Clock::now();
-    DGPTQ_ASSIGN_OR_RETURN(calib_, LoadCalibration(o_));
+    absl::StatusOr<TokenWindows> calib = LoadCalibration(o_);
+    if (!calib.ok()) return Annotate(calib.status(), "calibration data " + o_.calib_path);
+    calib_ = *std::move(calib);
     DGPTQ_RETURN_IF_ERROR(CheckWindows(c, calib_, o_.calib_path.c_str()));
     DGPTQ_RETURN_IF_ERROR(ShardCalibration());
     Phase("calibration", -1, Since(tc));

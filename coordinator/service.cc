@@ -1,0 +1,111 @@
+#include "coordinator/service.h"
+
+#include <atomic>
+#include <thread>
+
+#include "common/grpc_status.h"
+
+namespace dgptq::coordinator {
+namespace {
+
+// How long one WatchJob wait lasts before the handler checks its context again.
+constexpr absl::Duration kWatchSlice = absl::Milliseconds(200);
+
+}  // namespace
+
+grpc::Status CoordinatorService::SubmitJob(grpc::ServerContext*, const v1::SubmitJobRequest* req,
+                                           v1::SubmitJobResponse* resp) {
+  absl::StatusOr<Coordinator::Submitted> s = core_->Submit(req->spec(), req->request_id());
+  if (!s.ok()) return ToGrpcStatus(s.status());
+  *resp->mutable_job() = std::move(s->job);
+  resp->set_created(s->created);
+  return grpc::Status::OK;
+}
+
+grpc::Status CoordinatorService::GetJob(grpc::ServerContext*, const v1::GetJobRequest* req,
+                                        v1::Job* resp) {
+  absl::StatusOr<v1::Job> job = core_->GetJob(req->job_id());
+  if (!job.ok()) return ToGrpcStatus(job.status());
+  *resp = *std::move(job);
+  return grpc::Status::OK;
+}
+
+grpc::Status CoordinatorService::ListJobs(grpc::ServerContext*, const v1::ListJobsRequest* req,
+                                          v1::ListJobsResponse* resp) {
+  absl::StatusOr<v1::ListJobsResponse> page = core_->ListJobs(*req);
+  if (!page.ok()) return ToGrpcStatus(page.status());
+  *resp = *std::move(page);
+  return grpc::Status::OK;
+}
+
+grpc::Status CoordinatorService::WatchJob(grpc::ServerContext* ctx, const v1::WatchJobRequest* req,
+                                          grpc::ServerWriter<v1::JobEvent>* writer) {
+  int64_t next = req->from_index();
+  while (!ctx->IsCancelled()) {
+    absl::StatusOr<Coordinator::EventBatch> batch =
+        core_->WaitEvents(req->job_id(), next, kWatchSlice);
+    if (!batch.ok()) return ToGrpcStatus(batch.status());
+    for (const v1::JobEvent& e : batch->events) {
+      if (!writer->Write(e)) return grpc::Status(grpc::StatusCode::CANCELLED, "client went away");
+      ++next;
+    }
+    if (batch->done) return grpc::Status::OK;
+  }
+  return grpc::Status(grpc::StatusCode::CANCELLED, "cancelled");
+}
+
+grpc::Status CoordinatorService::CancelJob(grpc::ServerContext*, const v1::CancelJobRequest* req,
+                                           v1::CancelJobResponse* resp) {
+  absl::StatusOr<v1::Job> job = core_->Cancel(req->job_id(), req->reason());
+  if (!job.ok()) return ToGrpcStatus(job.status());
+  *resp->mutable_job() = *std::move(job);
+  return grpc::Status::OK;
+}
+
+grpc::Status CoordinatorService::RegisterWorker(grpc::ServerContext*,
+                                                const v1::RegisterWorkerRequest* req,
+                                                v1::RegisterWorkerResponse* resp) {
+  *resp = core_->Register(*req);
+  return grpc::Status::OK;
+}
+
+grpc::Status CoordinatorService::Heartbeat(grpc::ServerContext*, const v1::HeartbeatRequest* req,
+                                           v1::HeartbeatResponse* resp) {
+  absl::StatusOr<v1::HeartbeatResponse> r = core_->Heartbeat(*req);
+  if (!r.ok()) return ToGrpcStatus(r.status());
+  *resp = *std::move(r);
+  return grpc::Status::OK;
+}
+
+grpc::Status CoordinatorService::Control(
+    grpc::ServerContext* ctx,
+    grpc::ServerReaderWriter<v1::ControlResponse, v1::ControlRequest>* stream) {
+  v1::ControlRequest msg;
+  if (!stream->Read(&msg)) {
+    return grpc::Status(grpc::StatusCode::CANCELLED, "control stream closed before its hello");
+  }
+  if (!msg.has_hello()) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        "the first message on a control stream must be a hello");
+  }
+  const std::string worker_id = msg.hello().worker_id();
+  absl::StatusOr<std::shared_ptr<ControlOutbox>> outbox = core_->Connect(worker_id);
+  if (!outbox.ok()) return ToGrpcStatus(outbox.status());
+  // The only writer of this stream. When the coordinator closes the outbox (lease lost,
+  // shutdown) or a write fails, cancelling the call ends the Read loop below.
+  std::atomic<bool> reader_done{false};
+  std::thread writer([&, box = *outbox] {
+    while (std::optional<v1::ControlResponse> out = box->Pop()) {
+      if (!stream->Write(*out)) break;
+    }
+    if (!reader_done) ctx->TryCancel();
+  });
+  while (stream->Read(&msg)) core_->OnControl(worker_id, msg);
+  reader_done = true;
+  core_->Disconnect(worker_id, outbox->get());
+  (*outbox)->Close();  // ends the writer if the worker is still registered
+  writer.join();
+  return grpc::Status::OK;
+}
+
+}  // namespace dgptq::coordinator

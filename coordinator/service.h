@@ -1,0 +1,42 @@
+// dgptq.v1.Coordinator over the sync gRPC API: each handler converts the request, calls the
+// Coordinator core and converts its status (common/grpc_status.h).
+//
+// Streams: WatchJob polls the core's event wait in short slices so that a cancelled client or
+// a server shutdown ends it promptly. Control reads on the handler thread and writes from a
+// second thread that drains the worker's ControlOutbox, so writes never interleave; when
+// the coordinator closes the outbox (lost lease, shutdown) the call is cancelled.
+#pragma once
+
+#include "coordinator/coordinator.h"
+#include "dgptq/v1/coordinator.grpc.pb.h"
+
+namespace dgptq::coordinator {
+
+class CoordinatorService final : public v1::Coordinator::Service {
+ public:
+  // `core` must outlive the service.
+  explicit CoordinatorService(Coordinator* core) : core_(core) {}
+
+  grpc::Status SubmitJob(grpc::ServerContext* ctx, const v1::SubmitJobRequest* req,
+                         v1::SubmitJobResponse* resp) override;
+  grpc::Status GetJob(grpc::ServerContext* ctx, const v1::GetJobRequest* req,
+                      v1::Job* resp) override;
+  grpc::Status ListJobs(grpc::ServerContext* ctx, const v1::ListJobsRequest* req,
+                        v1::ListJobsResponse* resp) override;
+  grpc::Status WatchJob(grpc::ServerContext* ctx, const v1::WatchJobRequest* req,
+                        grpc::ServerWriter<v1::JobEvent>* writer) override;
+  grpc::Status CancelJob(grpc::ServerContext* ctx, const v1::CancelJobRequest* req,
+                         v1::CancelJobResponse* resp) override;
+  grpc::Status RegisterWorker(grpc::ServerContext* ctx, const v1::RegisterWorkerRequest* req,
+                              v1::RegisterWorkerResponse* resp) override;
+  grpc::Status Heartbeat(grpc::ServerContext* ctx, const v1::HeartbeatRequest* req,
+                         v1::HeartbeatResponse* resp) override;
+  grpc::Status Control(
+      grpc::ServerContext* ctx,
+      grpc::ServerReaderWriter<v1::ControlResponse, v1::ControlRequest>* stream) override;
+
+ private:
+  Coordinator* core_;
+};
+
+}  // namespace dgptq::coordinator
