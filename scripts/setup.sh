@@ -15,7 +15,11 @@ PACKAGES=(
   libopenblas-dev liblapacke-dev
   libsentencepiece-dev libsqlite3-dev nlohmann-json3-dev libcli11-dev
   clang libclang-rt-14-dev
+  prometheus curl
 )
+# kubectl (for `kubectl kustomize` in the deploy tests): Debian's kubernetes-client unless
+# a kubectl is already installed.
+command -v kubectl >/dev/null 2>&1 || PACKAGES+=(kubernetes-client)
 
 if [[ "${DGPTQ_SKIP_APT:-0}" != "1" ]]; then
   missing=()
