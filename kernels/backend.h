@@ -132,6 +132,11 @@ class Backend {
                             float beta, const Mat& c) = 0;
   // H += X^T X with fp32 accumulation. H is [x.cols, x.cols]; a sum, never a mean.
   virtual absl::Status AccumulateHessian(const ActView& x, const Mat& h) = 0;
+  // dst[i] = (assign ? 0 : dst[i]) + double(src[i]) for n elements (device memory):
+  // Hessian sums kept in fp64.
+  virtual absl::Status AddF32ToF64(const float* src, double* dst, size_t n, bool assign) = 0;
+  // dst[i] = float(src[i]) (round to nearest) for n elements (device memory).
+  virtual absl::Status F64ToF32(const double* src, float* dst, size_t n) = 0;
   // h <- U, the upper Cholesky factor of h^-1 (h^-1 = U^T U), lower triangle zeroed.
   // FailedPrecondition when h is not positive definite (h is then garbage).
   virtual absl::Status CholeskyInverseUpper(const Mat& h) = 0;

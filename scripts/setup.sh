@@ -42,3 +42,16 @@ fi
 
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo "${CUDA_ARGS[@]}"
 cmake --build build -j "$(nproc)"
+
+# npm packages for the deploy tests' offline Kubernetes schema validation (tests/deploy).
+# Installed again only when the lock file changed; without npm, or offline, those tests skip.
+if command -v npm >/dev/null 2>&1; then
+  lock=tests/deploy/package-lock.json stamp=tests/deploy/node_modules/.dgptq-lock
+  if ! cmp -s "$lock" "$stamp"; then
+    if npm ci --prefix tests/deploy --no-audit --no-fund; then
+      cp "$lock" "$stamp"
+    else
+      echo "setup: npm ci failed; the deploy_k8s_manifests test will be skipped" >&2
+    fi
+  fi
+fi

@@ -66,6 +66,19 @@ class CpuBackend final : public Backend {
     return absl::OkStatus();
   }
 
+  absl::Status AddF32ToF64(const float* src, double* dst, size_t n, bool assign) override {
+    if (assign) {
+      for (size_t i = 0; i < n; ++i) dst[i] = static_cast<double>(src[i]);
+    } else {
+      for (size_t i = 0; i < n; ++i) dst[i] += static_cast<double>(src[i]);
+    }
+    return absl::OkStatus();
+  }
+  absl::Status F64ToF32(const double* src, float* dst, size_t n) override {
+    for (size_t i = 0; i < n; ++i) dst[i] = static_cast<float>(src[i]);
+    return absl::OkStatus();
+  }
+
   absl::Status Gemm(bool ta, bool tb, float alpha, const Mat& a, const Mat& b, float beta,
                     const Mat& c) override {
     DGPTQ_RETURN_IF_ERROR(CheckMat(a, "gemm A"));

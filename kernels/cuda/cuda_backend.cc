@@ -74,6 +74,14 @@ class CudaBackend final : public Backend {
     DGPTQ_CUDA_CHECK(cudaStreamSynchronize(stream_));
     return absl::OkStatus();
   }
+  absl::Status AddF32ToF64(const float* src, double* dst, size_t n, bool assign) override {
+    DGPTQ_CUDA_CHECK(cuda::LaunchAddF32ToF64(src, dst, n, assign, stream_));
+    return absl::OkStatus();
+  }
+  absl::Status F64ToF32(const double* src, float* dst, size_t n) override {
+    DGPTQ_CUDA_CHECK(cuda::LaunchF64ToF32(src, dst, n, stream_));
+    return absl::OkStatus();
+  }
   absl::Status ConvertToF32(DType t, const void* src, float* dst, size_t n) override {
     if (t == DType::kF32) return Copy(dst, src, n * sizeof(float));
     if (t != DType::kF16 && t != DType::kBF16) {

@@ -25,6 +25,14 @@ __global__ void HalfToF32Kernel(bool bf16, const void* src, float* dst, size_t n
   }
 }
 
+__global__ void AddF32ToF64Kernel(const float* src, double* dst, size_t n, bool assign) {
+  DGPTQ_FOR_EACH(i, n) dst[i] = (assign ? 0.0 : dst[i]) + static_cast<double>(src[i]);
+}
+
+__global__ void F64ToF32Kernel(const double* src, float* dst, size_t n) {
+  DGPTQ_FOR_EACH(i, n) dst[i] = __double2float_rn(src[i]);
+}
+
 __global__ void ScaleKernel(float* h, long n, long ld, float s) {
   DGPTQ_FOR_EACH(k, size_t(n) * n) h[(k / n) * ld + k % n] *= s;
 }
@@ -145,6 +153,17 @@ __global__ void ZeroStrictLowerKernel(float* a, long n, long ld) {
 
 cudaError_t LaunchHalfToF32(bool bf16, const void* src, float* dst, size_t n, cudaStream_t s) {
   HalfToF32Kernel<<<Blocks(n), kThreads, 0, s>>>(bf16, src, dst, n);
+  return cudaGetLastError();
+}
+cudaError_t LaunchAddF32ToF64(const float* src, double* dst, size_t n, bool assign,
+                              cudaStream_t s) {
+  if (n == 0) return cudaSuccess;
+  AddF32ToF64Kernel<<<Blocks(n), kThreads, 0, s>>>(src, dst, n, assign);
+  return cudaGetLastError();
+}
+cudaError_t LaunchF64ToF32(const double* src, float* dst, size_t n, cudaStream_t s) {
+  if (n == 0) return cudaSuccess;
+  F64ToF32Kernel<<<Blocks(n), kThreads, 0, s>>>(src, dst, n);
   return cudaGetLastError();
 }
 cudaError_t LaunchScaleSquare(float* h, long n, long ld, float f, cudaStream_t s) {

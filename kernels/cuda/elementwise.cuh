@@ -10,6 +10,9 @@
 namespace dgptq::kernels::cuda {
 
 // src_is_bf16: bf16 input, else fp16.
+cudaError_t LaunchAddF32ToF64(const float* src, double* dst, size_t n, bool assign,
+                              cudaStream_t s);
+cudaError_t LaunchF64ToF32(const double* src, float* dst, size_t n, cudaStream_t s);
 cudaError_t LaunchHalfToF32(bool src_is_bf16, const void* src, float* dst, size_t n,
                             cudaStream_t stream);
 // h *= s over an n x n matrix.

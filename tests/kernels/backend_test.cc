@@ -258,6 +258,27 @@ TEST_P(BackendOps, SumIsExactEnough) {
   EXPECT_NEAR(*s, ref, 1e-6 * std::abs(ref) + 1e-6);
 }
 
+// Hessian sums in fp64: assign, accumulate, round back to fp32 (round to nearest).
+TEST_P(BackendOps, F64AccumulationAndRounding) {
+  const auto a = RandomNormal(1001, 21), b = RandomNormal(1001, 22);
+  Buffer da = Put(a), db = Put(b);
+  auto acc = b_->Allocate(a.size() * sizeof(double));
+  ASSERT_TRUE(acc.ok());
+  auto* d = static_cast<double*>(acc->data());
+  ASSERT_TRUE(b_->AddF32ToF64(da.f32(), d, a.size(), true).ok());
+  ASSERT_TRUE(b_->AddF32ToF64(db.f32(), d, a.size(), false).ok());
+  Buffer out = Put(std::vector<float>(a.size()));
+  ASSERT_TRUE(b_->F64ToF32(d, out.f32(), a.size()).ok());
+  std::vector<double> sums(a.size());
+  std::vector<float> rounded(a.size());
+  ASSERT_TRUE(b_->Download(d, sums.data(), sums.size() * sizeof(double)).ok());
+  ASSERT_TRUE(b_->Download(out.f32(), rounded.data(), rounded.size() * sizeof(float)).ok());
+  for (size_t i = 0; i < a.size(); ++i) {
+    ASSERT_EQ(sums[i], double(a[i]) + double(b[i])) << i;
+    ASSERT_EQ(rounded[i], static_cast<float>(sums[i])) << i;
+  }
+}
+
 TEST_P(BackendOps, ShapeMisuseIsInvalidArgument) {
   Buffer a = Put(std::vector<float>(12));
   EXPECT_EQ(b_->Gemm(false, false, 1, Mat{a.f32(), 3, 4, 4}, Mat{a.f32(), 3, 4, 4}, 0,

@@ -108,6 +108,21 @@ TEST(HostCommTest, ReduceSumsInRankOrderInPlace) {
   });
 }
 
+TEST(HostCommTest, ReduceF64SumsDoublesInRankOrder) {
+  const int world = 3;
+  const size_t n = 300001;  // more than one reduction step
+  auto g = [](int r, size_t i) { return std::cos(0.11 * i + r) * (1.0 + 1e-12 * r); };
+  RunRanks(world, absl::Seconds(30), [&](Communicator& c) {
+    std::vector<double> v(n), out(n);
+    for (size_t i = 0; i < n; ++i) v[i] = g(c.rank(), i);
+    ASSERT_TRUE(c.ReduceF64(v.data(), out.data(), n, 1).ok());
+    if (c.rank() != 1) return;
+    for (size_t i = 0; i < n; ++i) {
+      ASSERT_EQ(out[i], (g(0, i) + g(1, i)) + g(2, i)) << i;
+    }
+  });
+}
+
 TEST(HostCommTest, GroupedReducesAndBroadcast) {
   const int world = 3;
   const size_t n = 513;

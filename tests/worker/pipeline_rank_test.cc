@@ -128,9 +128,8 @@ class RankPipeline : public ::testing::Test {
   std::string model_, calib_;
 };
 
-// Three ranks give (nearly) the one-process result: the Hessian sums differ only in
-// floating-point summation order, so at most a sliver of codes may flip; the run is
-// deterministic; every module is quantized by exactly one rank.
+// Three ranks give the one-process result (shards of 3, 3 and 4 windows, forward chunks
+// of 3); the run is deterministic; every module is quantized by exactly one rank.
 TEST_F(RankPipeline, ThreeRanksMatchOneProcess) {
   const QuantizeOptions one = Options("one");
   ASSERT_TRUE(Quantize(one, nullptr).ok());
@@ -155,7 +154,9 @@ TEST_F(RankPipeline, ThreeRanksMatchOneProcess) {
     for (size_t i = 0; i < q.codes.size(); ++i) same += p.codes[i] == q.codes[i];
     total += static_cast<int64_t>(q.codes.size());
   }
-  EXPECT_GE(static_cast<double>(same) / total, 0.99) << same << " of " << total;
+  // Per-window products summed in fp64 make the sharded Hessians round like the
+  // one-process ones: the codes are identical.
+  EXPECT_EQ(same, total);
   // Reduce and broadcast phases report bytes; every rank marks every layer written.
   int64_t reduce_bytes = 0, broadcast_bytes = 0;
   int writes = 0;

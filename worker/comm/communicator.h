@@ -51,6 +51,9 @@ class Communicator {
   // on the root and may equal `send` there (in place). The host backend sums in rank order
   // 0, 1, 2, ... so results are bit-identical across runs.
   virtual absl::Status Reduce(const float* send, float* recv, size_t count, int root) = 0;
+  // The same for doubles (the pipeline reduces Hessian sums in fp64 so that their rounding
+  // to fp32 does not depend on how the samples were sharded).
+  virtual absl::Status ReduceF64(const double* send, double* recv, size_t count, int root) = 0;
   // Copies `bytes` of root's `buf` into every other rank's `buf`.
   virtual absl::Status Broadcast(void* buf, size_t bytes, int root) = 0;
   // In-place sum of `count` floats across all ranks; every rank gets the same result.

@@ -22,6 +22,7 @@ enum class Op : uint32_t {
   kAllReduceDown = 4,
   kBarrierUp = 5,
   kBarrierDown = 6,
+  kReduceF64 = 7,
 };
 
 const char* OpName(uint32_t op) {
@@ -38,6 +39,8 @@ const char* OpName(uint32_t op) {
       return "Barrier(enter)";
     case Op::kBarrierDown:
       return "Barrier(leave)";
+    case Op::kReduceF64:
+      return "ReduceF64";
   }
   return "(unknown op)";
 }
@@ -55,10 +58,10 @@ constexpr size_t kChunkFloats = size_t{1} << 18;  // 1 MiB per step of the reduc
 // One collective, as recorded for a group or run at once.
 struct Pending {
   Op op;
-  const float* send;  // Reduce
-  float* recv;        // Reduce (root), AllReduce
-  void* buf;          // Broadcast
-  size_t n;           // floats (Reduce, AllReduce) or bytes (Broadcast)
+  const void* send;  // Reduce: float, ReduceF64: double
+  void* recv;        // Reduce (root), AllReduce
+  void* buf;         // Broadcast
+  size_t n;          // elements (Reduce, AllReduce) or bytes (Broadcast)
   int root;
 };
 
@@ -70,6 +73,7 @@ class HostCommunicator final : public Communicator {
   std::string backend() const override { return "host"; }
 
   absl::Status Reduce(const float* send, float* recv, size_t count, int root) override;
+  absl::Status ReduceF64(const double* send, double* recv, size_t count, int root) override;
   absl::Status Broadcast(void* buf, size_t bytes, int root) override;
   absl::Status AllReduce(float* buf, size_t count) override;
   absl::Status Barrier() override;
@@ -81,7 +85,8 @@ class HostCommunicator final : public Communicator {
   absl::Status Submit(const Pending& p);
   absl::Status Execute(const Pending& p);
   absl::Status Dispatch(const Pending& p, absl::Time deadline);
-  absl::Status DoReduce(Op op, const float* send, float* recv, size_t count, int root,
+  template <typename T>
+  absl::Status DoReduce(Op op, const T* send, T* recv, size_t count, int root,
                         absl::Time deadline);
   absl::Status DoBroadcast(Op op, void* buf, size_t bytes, int root, absl::Time deadline);
   absl::Status SendMsg(int peer, Op op, const void* data, size_t bytes, absl::Time deadline);
@@ -111,6 +116,16 @@ absl::Status HostCommunicator::Reduce(const float* send, float* recv, size_t cou
     return absl::InvalidArgumentError("Reduce: null buffer");
   }
   return Submit({Op::kReduce, send, recv, nullptr, count, root});
+}
+
+absl::Status HostCommunicator::ReduceF64(const double* send, double* recv, size_t count,
+                                         int root) {
+  DGPTQ_RETURN_IF_ERROR(CheckUsable("ReduceF64"));
+  DGPTQ_RETURN_IF_ERROR(CheckRoot(root));
+  if (count > 0 && (send == nullptr || (rank_ == root && recv == nullptr))) {
+    return absl::InvalidArgumentError("ReduceF64: null buffer");
+  }
+  return Submit({Op::kReduceF64, send, recv, nullptr, count, root});
 }
 
 absl::Status HostCommunicator::Broadcast(void* buf, size_t bytes, int root) {
@@ -174,14 +189,20 @@ absl::Status HostCommunicator::Execute(const Pending& p) {
 absl::Status HostCommunicator::Dispatch(const Pending& p, absl::Time deadline) {
   switch (p.op) {
     case Op::kReduce:
-      return DoReduce(Op::kReduce, p.send, p.recv, p.n, p.root, deadline);
+      return DoReduce(Op::kReduce, static_cast<const float*>(p.send), static_cast<float*>(p.recv),
+                      p.n, p.root, deadline);
+    case Op::kReduceF64:
+      return DoReduce(Op::kReduceF64, static_cast<const double*>(p.send),
+                      static_cast<double*>(p.recv), p.n, p.root, deadline);
     case Op::kBroadcast:
       return DoBroadcast(Op::kBroadcast, p.buf, p.n, p.root, deadline);
     case Op::kAllReduceUp:
-      DGPTQ_RETURN_IF_ERROR(DoReduce(Op::kAllReduceUp, p.recv, p.recv, p.n, 0, deadline));
+      DGPTQ_RETURN_IF_ERROR(DoReduce(Op::kAllReduceUp, static_cast<const float*>(p.recv),
+                                     static_cast<float*>(p.recv), p.n, 0, deadline));
       return DoBroadcast(Op::kAllReduceDown, p.recv, p.n * sizeof(float), 0, deadline);
     case Op::kBarrierUp:
-      DGPTQ_RETURN_IF_ERROR(DoReduce(Op::kBarrierUp, nullptr, nullptr, 0, 0, deadline));
+      DGPTQ_RETURN_IF_ERROR(
+          DoReduce<float>(Op::kBarrierUp, nullptr, nullptr, 0, 0, deadline));
       return DoBroadcast(Op::kBarrierDown, nullptr, 0, 0, deadline);
     default:
       return absl::InternalError("host communicator: bad op");
@@ -189,27 +210,28 @@ absl::Status HostCommunicator::Dispatch(const Pending& p, absl::Time deadline) {
 }
 
 // Root: sums chunk by chunk, adding the ranks' chunks in rank order. `send` may equal `recv`.
-absl::Status HostCommunicator::DoReduce(Op op, const float* send, float* recv, size_t count,
-                                        int root, absl::Time deadline) {
-  const size_t bytes = count * sizeof(float);
+template <typename T>
+absl::Status HostCommunicator::DoReduce(Op op, const T* send, T* recv, size_t count, int root,
+                                        absl::Time deadline) {
+  const size_t bytes = count * sizeof(T);
   if (rank_ != root) return SendMsg(root, op, send, bytes, deadline);
   for (int j = 0; j < world_; ++j) {
     if (j != rank_) DGPTQ_RETURN_IF_ERROR(RecvHeader(j, op, bytes, deadline));
   }
-  const size_t chunk = std::min(count, kChunkFloats);
-  std::vector<float> own(chunk), tmp(chunk);
+  const size_t chunk = std::min(count, kChunkFloats * sizeof(float) / sizeof(T));
+  std::vector<T> own(chunk), tmp(chunk);
   for (size_t off = 0; off < count; off += chunk) {
     const size_t n = std::min(chunk, count - off);
-    std::memcpy(own.data(), send + off, n * sizeof(float));
-    float* acc = recv + off;
+    std::memcpy(own.data(), send + off, n * sizeof(T));
+    T* acc = recv + off;
     for (int j = 0; j < world_; ++j) {
-      const float* src = own.data();
+      const T* src = own.data();
       if (j != rank_) {
-        DGPTQ_RETURN_IF_ERROR(RecvPayload(j, tmp.data(), n * sizeof(float), deadline));
+        DGPTQ_RETURN_IF_ERROR(RecvPayload(j, tmp.data(), n * sizeof(T), deadline));
         src = tmp.data();
       }
       if (j == 0) {
-        std::memcpy(acc, src, n * sizeof(float));
+        std::memcpy(acc, src, n * sizeof(T));
       } else {
         for (size_t i = 0; i < n; ++i) acc[i] += src[i];
       }

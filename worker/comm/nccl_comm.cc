@@ -37,6 +37,7 @@ class NcclCommunicator final : public Communicator {
   std::string backend() const override { return "nccl"; }
 
   absl::Status Reduce(const float* send, float* recv, size_t count, int root) override;
+  absl::Status ReduceF64(const double* send, double* recv, size_t count, int root) override;
   absl::Status Broadcast(void* buf, size_t bytes, int root) override;
   absl::Status AllReduce(float* buf, size_t count) override;
   absl::Status Barrier() override;
@@ -150,6 +151,19 @@ absl::Status NcclCommunicator::Reduce(const float* send, float* recv, size_t cou
   }
   return Issued(ncclReduce(send, recv, count, ncclFloat, ncclSum, root, comm_, stream_),
                 "ncclReduce", absl::StrFormat("Reduce of %d floats to root %d", count, root));
+}
+
+absl::Status NcclCommunicator::ReduceF64(const double* send, double* recv, size_t count,
+                                         int root) {
+  DGPTQ_RETURN_IF_ERROR(Begin("ReduceF64", root));
+  const uint64_t bytes = count * sizeof(double);
+  if (rank_ == root) {
+    received_ += bytes * (world_ - 1);
+  } else {
+    sent_ += bytes;
+  }
+  return Issued(ncclReduce(send, recv, count, ncclFloat64, ncclSum, root, comm_, stream_),
+                "ncclReduce", absl::StrFormat("Reduce of %d doubles to root %d", count, root));
 }
 
 absl::Status NcclCommunicator::Broadcast(void* buf, size_t bytes, int root) {

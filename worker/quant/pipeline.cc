@@ -59,6 +59,18 @@ WriterOptions WriterFor(const QuantizeOptions& o, const ModelConfig& c) {
   return wo;
 }
 
+// The Hessian sum of one linear group, in fp64: each window's X^T X is formed in fp32
+// (one GEMM per window, the same on any rank) and added in fp64, and ranks reduce in fp64,
+// so the fp32 Hessian GPTQ receives rounds the same sum whatever the sharding (up to
+// fp64 association, far below fp32's last bit).
+struct HessianSum {
+  kernels::Buffer sum;  // double [n, n]
+  int64_t n = 0;
+  bool empty = true;
+  double* data() const { return static_cast<double*>(sum.data()); }
+  size_t count() const { return static_cast<size_t>(n * n); }
+};
+
 class Pipeline {
  public:
   Pipeline(const QuantizeOptions& o, const RankContext& ctx, const ProgressFn& p)
@@ -79,10 +91,10 @@ class Pipeline {
   absl::Status QuantizeLayer(int layer, const Mat& x);
   absl::Status QuantizeStage(LayerWeights& w, int layer, const std::set<int>& stage, const Mat& x);
   absl::Status CollectHessians(const LayerWeights& w, const Mat& x, const std::set<int>& groups,
-                               std::map<int, DeviceTensor>* hessians);
+                               std::map<int, HessianSum>* hessians);
   absl::Status ReduceHessians(int layer, const std::set<int>& stage,
-                              std::map<int, DeviceTensor>* hessians);
-  absl::Status QuantizeGroup(LayerWeights& w, int layer, int group, DeviceTensor* h,
+                              std::map<int, HessianSum>* hessians);
+  absl::Status QuantizeGroup(LayerWeights& w, int layer, int group, HessianSum* h,
                              std::map<std::string, kernels::QuantizedWeight>* results);
   absl::Status ShareResults(LayerWeights& w, int layer, const std::set<int>& stage,
                             std::map<std::string, kernels::QuantizedWeight>* results);
@@ -214,7 +226,7 @@ absl::Status Pipeline::QuantizeLayer(int layer, const Mat& x) {
 // owners; GPTQ (or RTN) on the owned groups; the results shared with every rank.
 absl::Status Pipeline::QuantizeStage(LayerWeights& w, int layer, const std::set<int>& stage,
                                      const Mat& x) {
-  std::map<int, DeviceTensor> hessians;
+  std::map<int, HessianSum> hessians;
   if (!o_.rtn) {
     auto t = Clock::now();
     DGPTQ_RETURN_IF_ERROR(CollectHessians(w, x, stage, &hessians));
@@ -256,18 +268,29 @@ absl::Status Pipeline::QuantizeStage(LayerWeights& w, int layer, const std::set<
 // group input; stops each forward after the stage's last group.
 absl::Status Pipeline::CollectHessians(const LayerWeights& w, const Mat& x,
                                        const std::set<int>& stage,
-                                       std::map<int, DeviceTensor>* hessians) {
+                                       std::map<int, HessianSum>* hessians) {
+  int64_t max_n = 0;
   for (int g : stage) {
     const int64_t cols = model_->LinearShape(model_->Groups()[g].modules[0])[1];
-    DGPTQ_ASSIGN_OR_RETURN((*hessians)[g], NewDeviceTensor(*b_, cols, cols));
+    HessianSum& h = (*hessians)[g];
+    h.n = cols;
+    DGPTQ_ASSIGN_OR_RETURN(h.sum, b_->Allocate(h.count() * sizeof(double)));
+    max_n = std::max(max_n, cols);
   }
+  DGPTQ_ASSIGN_OR_RETURN(kernels::Buffer product, b_->Allocate(max_n * max_n * sizeof(float)));
   const int last = *stage.rbegin();
   const int64_t L = calib_.seq_len, bw = o_.batch_windows;
   DGPTQ_ASSIGN_OR_RETURN(DeviceTensor tmp, NewDeviceTensor(*b_, std::min(bw, calib_.count) * L, x.cols));
   const CaptureFn capture = [&](int g, const Mat& in) -> absl::StatusOr<bool> {
     if (stage.count(g)) {
-      const kernels::ActView av{in.data, DType::kF32, in.rows, in.cols, in.ld};
-      DGPTQ_RETURN_IF_ERROR(b_->AccumulateHessian(av, hessians->at(g).mat));
+      HessianSum& h = hessians->at(g);
+      const Mat p{product.f32(), h.n, h.n, h.n};
+      for (int64_t r0 = 0; r0 < in.rows; r0 += L) {  // one window at a time
+        const Mat xw = in.Block(r0, 0, std::min(L, in.rows - r0), in.cols);
+        DGPTQ_RETURN_IF_ERROR(b_->Gemm(true, false, 1.0f, xw, xw, 0.0f, p));
+        DGPTQ_RETURN_IF_ERROR(b_->AddF32ToF64(p.data, h.data(), h.count(), h.empty));
+        h.empty = false;
+      }
     }
     return g < last;
   };
@@ -280,9 +303,10 @@ absl::Status Pipeline::CollectHessians(const LayerWeights& w, const Mat& x,
   return absl::OkStatus();
 }
 
-absl::Status Pipeline::QuantizeGroup(LayerWeights& w, int layer, int group, DeviceTensor* h,
+absl::Status Pipeline::QuantizeGroup(LayerWeights& w, int layer, int group, HessianSum* h,
                                      std::map<std::string, kernels::QuantizedWeight>* results) {
   const std::vector<std::string>& modules = model_->Groups()[group].modules;
+  DeviceTensor h32;  // the fp32 Hessian GPTQ takes, rounded once from the fp64 sum
   for (size_t i = 0; i < modules.size(); ++i) {
     const auto t = Clock::now();
     const std::string& m = modules[i];
@@ -292,8 +316,13 @@ absl::Status Pipeline::QuantizeGroup(LayerWeights& w, int layer, int group, Devi
       q = RunRtn(*b_, wm, o_.quant);
     } else {
       // RunGptq consumes its Hessian: the group's last module takes the original.
+      if (h32.mat.data == nullptr) {
+        DGPTQ_ASSIGN_OR_RETURN(h32, NewDeviceTensor(*b_, h->n, h->n));
+        DGPTQ_RETURN_IF_ERROR(b_->F64ToF32(h->data(), h32.mat.data, h->count()));
+        h->sum.Reset();
+      }
       DeviceTensor copy;
-      Mat hm = h->mat;
+      Mat hm = h32.mat;
       if (i + 1 < modules.size()) {
         DGPTQ_ASSIGN_OR_RETURN(copy, NewDeviceTensor(*b_, hm.rows, hm.cols));
         DGPTQ_RETURN_IF_ERROR(b_->Copy(copy.mat.data, hm.data, hm.rows * hm.cols * sizeof(float)));
@@ -366,30 +395,29 @@ absl::Status Pipeline::ShardCalibration() {
 // one communicator group. The NCCL communicator works on device memory; the host one on
 // host memory, so a GPU rank on the host transport stages through the host.
 absl::Status Pipeline::ReduceHessians(int layer, const std::set<int>& stage,
-                                      std::map<int, DeviceTensor>* hessians) {
+                                      std::map<int, HessianSum>* hessians) {
   const bool staged = ctx_.comm->backend() != "nccl" && b_->kind() != kernels::DeviceKind::kCpu;
-  std::map<int, std::vector<float>> host;
+  std::map<int, std::vector<double>> host;
   DGPTQ_RETURN_IF_ERROR(b_->Synchronize());
   DGPTQ_RETURN_IF_ERROR(ctx_.comm->GroupStart());
   for (int g : stage) {
-    const Mat& h = hessians->at(g).mat;
-    const size_t n = static_cast<size_t>(h.rows * h.cols);
-    float* buf = h.data;
+    const HessianSum& h = hessians->at(g);
+    double* buf = h.data();
     if (staged) {
-      std::vector<float>& v = host[g];
-      v.resize(n);
-      DGPTQ_RETURN_IF_ERROR(b_->Download(h.data, v.data(), n * sizeof(float)));
+      std::vector<double>& v = host[g];
+      v.resize(h.count());
+      DGPTQ_RETURN_IF_ERROR(b_->Download(h.data(), v.data(), h.count() * sizeof(double)));
       buf = v.data();
     }
-    DGPTQ_RETURN_IF_ERROR(ctx_.comm->Reduce(buf, buf, n, Owner(layer, g)));
+    DGPTQ_RETURN_IF_ERROR(ctx_.comm->ReduceF64(buf, buf, h.count(), Owner(layer, g)));
   }
   DGPTQ_RETURN_IF_ERROR(ctx_.comm->GroupEnd());
   for (int g : stage) {
     if (Owner(layer, g) != ctx_.rank) {
       hessians->erase(g);  // only the owner's sum is used
     } else if (staged) {
-      const Mat& h = hessians->at(g).mat;
-      DGPTQ_RETURN_IF_ERROR(b_->Upload(host[g].data(), h.data, host[g].size() * sizeof(float)));
+      const HessianSum& h = hessians->at(g);
+      DGPTQ_RETURN_IF_ERROR(b_->Upload(host[g].data(), h.data(), h.count() * sizeof(double)));
     }
   }
   return absl::OkStatus();
