@@ -15,6 +15,10 @@ google::protobuf::Duration ToProtoDuration(absl::Duration d) {
   return google::protobuf::util::TimeUtil::NanosecondsToDuration(absl::ToInt64Nanoseconds(d));
 }
 
+absl::Duration FromProtoDuration(const google::protobuf::Duration& d) {
+  return absl::Nanoseconds(google::protobuf::util::TimeUtil::DurationToNanoseconds(d));
+}
+
 }  // namespace
 
 v1::RegisterWorkerResponse Coordinator::Register(const v1::RegisterWorkerRequest& req) {
@@ -55,7 +59,7 @@ absl::StatusOr<std::shared_ptr<ControlOutbox>> Coordinator::Connect(const std::s
     return absl::FailedPreconditionError(
         absl::StrCat("worker '", worker_id, "' already has an open control stream"));
   }
-  if (stopping_) return absl::UnavailableError("the coordinator is shutting down");
+  if (stopping_) return absl::UnavailableError(kShuttingDown);
   w->outbox = std::make_shared<ControlOutbox>();
   w->lease_expiry = absl::Now() + options_.lease_ttl;
   WakeScheduler();
@@ -108,6 +112,7 @@ void Coordinator::OnEventLocked(WorkerEntry& w, v1::JobEvent event) {
   const std::string fatal_message = fatal ? event.error().message() : "";
   if (event.has_progress()) {
     const v1::Progress& p = event.progress();
+    metrics_->RankPhase(p.phase(), FromProtoDuration(p.elapsed()));
     if (p.phase() == v1::PHASE_WRITE && p.done() == p.total()) {
       job->layers_done[rank] = std::max(job->layers_done[rank], p.layer() + 1);
       const int done = *std::min_element(job->layers_done.begin(), job->layers_done.end());
@@ -149,6 +154,15 @@ void Coordinator::LoseWorkerLocked(const std::string& worker_id, const std::stri
   if (!job_id.empty()) {
     FinishLocked(job_id, v1::JOB_STATE_FAILED, absl::StrCat("worker ", name, " ", what));
   }
+}
+
+void Coordinator::SampleWorkersLocked(absl::Time now) {
+  std::vector<WorkerSample> samples;
+  for (const WorkerEntry* w : workers_.All()) {
+    // A lease is renewed for lease_ttl by registration, the stream's hello and heartbeats.
+    samples.push_back({w->name, !w->idle(), now - (w->lease_expiry - options_.lease_ttl)});
+  }
+  metrics_->Workers(samples);
 }
 
 void Coordinator::ReaperLoop() {

@@ -50,8 +50,12 @@ std::string RankFailure(int rank, const std::string& worker_name, const std::str
   return absl::StrFormat("rank %d (worker %s): %s", rank, worker_name, message);
 }
 
-Coordinator::Coordinator(CoordinatorOptions options)
-    : options_(std::move(options)), tag_(InstanceTag()), workers_(tag_) {}
+Coordinator::Coordinator(CoordinatorOptions options, CoordinatorMetrics* metrics)
+    : options_(std::move(options)),
+      own_metrics_(metrics == nullptr ? CoordinatorMetrics::Create("") : nullptr),
+      metrics_(metrics == nullptr ? own_metrics_.get() : metrics),
+      tag_(InstanceTag()),
+      workers_(tag_) {}
 
 Coordinator::~Coordinator() { Stop(); }
 
@@ -90,6 +94,7 @@ absl::StatusOr<Coordinator::Submitted> Coordinator::Submit(const v1::JobSpec& sp
 
   std::lock_guard<std::mutex> lock(mu_);
   if (const v1::Job* job = existing()) return Submitted{*job, false};
+  if (stopping_) return absl::UnavailableError(kShuttingDown);
   if (static_cast<int>(queue_.size()) >= options_.max_queued_jobs) {
     return absl::ResourceExhaustedError(
         absl::StrFormat("the job queue is full (%d queued jobs, --max-queued-jobs %d); retry later",
@@ -105,6 +110,7 @@ absl::StatusOr<Coordinator::Submitted> Coordinator::Submit(const v1::JobSpec& sp
   spdlog::info("job {}: submitted ({} workers, model {})", id, active.spec.num_workers,
                active.spec.model_dir);
   const v1::Job& stored = store_.Create(std::move(job), QueueReasonLocked(active), absl::Now());
+  metrics_->JobTransition(v1::JOB_STATE_UNSPECIFIED, v1::JOB_STATE_QUEUED, absl::ZeroDuration());
   active_.emplace(id, std::move(active));
   queue_.push_back(id);
   events_cv_.notify_all();
@@ -165,7 +171,7 @@ absl::StatusOr<Coordinator::EventBatch> Coordinator::WaitEvents(const std::strin
   events_cv_.wait_for(lock, absl::ToChronoMilliseconds(timeout), [&] {
     return stopping_ || job->event_count() > from || IsTerminal(job->state());
   });
-  if (stopping_) return absl::UnavailableError("the coordinator is shutting down");
+  if (stopping_) return absl::UnavailableError(kShuttingDown);
   EventBatch batch;
   batch.events = store_.Events(job_id, from);
   batch.done = IsTerminal(job->state());
@@ -205,8 +211,11 @@ void Coordinator::FinishLocked(const std::string& job_id, v1::JobState state,
 
 void Coordinator::TransitionLocked(const std::string& job_id, v1::JobState to,
                                    const std::string& reason) {
-  const v1::JobState from = store_.Get(job_id)->state();
-  store_.Transition(job_id, to, reason, absl::Now());
+  const v1::Job& job = *store_.Get(job_id);
+  const v1::JobState from = job.state();
+  const absl::Time now = absl::Now();
+  store_.Transition(job_id, to, reason, now);
+  metrics_->JobTransition(from, to, now - FromTimestamp(job.create_time()));
   events_cv_.notify_all();
   auto log = to == v1::JOB_STATE_FAILED ? spdlog::level::warn : spdlog::level::info;
   spdlog::log(log, "job {}: {} -> {}: {}", job_id, v1::JobState_Name(from), v1::JobState_Name(to),

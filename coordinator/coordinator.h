@@ -31,6 +31,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "coordinator/job_store.h"
+#include "coordinator/metrics.h"
 #include "coordinator/options.h"
 #include "coordinator/planner.h"
 #include "coordinator/worker_registry.h"
@@ -41,15 +42,17 @@ namespace dgptq::coordinator {
 
 class Coordinator {
  public:
-  explicit Coordinator(CoordinatorOptions options);
+  // Reports to `metrics` (not owned; it must outlive the core); null: to metrics of its own,
+  // served nowhere.
+  explicit Coordinator(CoordinatorOptions options, CoordinatorMetrics* metrics = nullptr);
   ~Coordinator();  // Stop()
   Coordinator(const Coordinator&) = delete;
   Coordinator& operator=(const Coordinator&) = delete;
 
   // Starts the scheduler and lease-reaper threads.
   void Start();
-  // Closes every control stream's outbox, makes WaitEvents return Unavailable and joins the
-  // threads. Idempotent.
+  // Closes every control stream's outbox, makes WaitEvents (and Submit) return Unavailable
+  // "coordinator shutting down" and joins the threads. Idempotent.
   void Stop();
 
   // ---- client API (coordinator.proto)
@@ -57,8 +60,9 @@ class Coordinator {
     v1::Job job;
     bool created = false;
   };
-  // ValidateJob's codes, then ResourceExhausted when --max-queued-jobs jobs are queued. A
-  // known non-empty request_id returns its job with created = false.
+  // ValidateJob's codes, then ResourceExhausted when --max-queued-jobs jobs are queued,
+  // Unavailable once stopping. A known non-empty request_id returns its job with
+  // created = false.
   absl::StatusOr<Submitted> Submit(const v1::JobSpec& spec, const std::string& request_id);
   // NotFound for an unknown id.
   absl::StatusOr<v1::Job> GetJob(const std::string& job_id);
@@ -115,6 +119,8 @@ class Coordinator {
 
   // control.cc
   void ReaperLoop();
+  // Reports every registered worker to the metrics (from the scheduler loop).
+  void SampleWorkersLocked(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void OnEventLocked(WorkerEntry& w, v1::JobEvent event) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void OnResultLocked(WorkerEntry& w, const v1::WorkerResult& result)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -138,6 +144,8 @@ class Coordinator {
   void WakeScheduler() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const CoordinatorOptions options_;
+  std::unique_ptr<CoordinatorMetrics> own_metrics_;  // when none was given
+  CoordinatorMetrics* const metrics_;
   const std::string tag_;  // InstanceTag(): in job ids and page tokens
   std::mutex mu_;
   std::condition_variable scheduler_cv_;  // dirty_ or stopping_
@@ -152,6 +160,10 @@ class Coordinator {
   std::thread scheduler_;
   std::thread reaper_;
 };
+
+// The message of the Unavailable status calls get once the coordinator is stopping: clients
+// retry (a WatchJob resumes from its next index) against the restarted coordinator.
+inline constexpr char kShuttingDown[] = "coordinator shutting down";
 
 // "rank R (worker NAME): MESSAGE", the reason a job fails with when one of its ranks fails.
 std::string RankFailure(int rank, const std::string& worker_name, const std::string& message);

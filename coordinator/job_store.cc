@@ -11,6 +11,10 @@ google::protobuf::Timestamp ToTimestamp(absl::Time t) {
   return google::protobuf::util::TimeUtil::NanosecondsToTimestamp(absl::ToUnixNanos(t));
 }
 
+absl::Time FromTimestamp(const google::protobuf::Timestamp& t) {
+  return absl::FromUnixNanos(google::protobuf::util::TimeUtil::TimestampToNanoseconds(t));
+}
+
 const v1::Job& JobStore::Create(v1::Job job, const std::string& reason, absl::Time now) {
   const std::string id = job.job_id();
   Entry& e = jobs_[id];

@@ -61,5 +61,6 @@ class JobStore {
 
 // Seconds-and-nanos conversions of absl::Time for the proto timestamps.
 google::protobuf::Timestamp ToTimestamp(absl::Time t);
+absl::Time FromTimestamp(const google::protobuf::Timestamp& t);
 
 }  // namespace dgptq::coordinator

@@ -14,12 +14,18 @@
 
 int main(int argc, char** argv) {
   dgptq::coordinator::CoordinatorOptions o;
+  o.metrics_listen = "0.0.0.0:9090";
   double lease_ttl_s = 15, heartbeat_s = 3, rendezvous_s = 60;
   std::string log_level = "info";
   CLI::App app{"dgptq-coordinator: accepts quantization jobs and runs them on worker daemons"};
   app.add_option("--listen", o.listen, "gRPC address HOST:PORT (port 0 picks one)")
       ->capture_default_str();
   app.add_option("--port-file", o.port_file, "write the bound port here once serving");
+  app.add_option("--metrics-listen", o.metrics_listen,
+                 "Prometheus /metrics address HOST:PORT (port 0 picks one; '' for none)")
+      ->capture_default_str();
+  app.add_option("--metrics-port-file", o.metrics_port_file,
+                 "write the bound metrics port here once serving");
   app.add_option("--lease-ttl", lease_ttl_s, "seconds a worker lease lasts without a heartbeat")
       ->capture_default_str();
   app.add_option("--heartbeat-interval", heartbeat_s, "seconds between worker heartbeats")
@@ -51,17 +57,14 @@ int main(int argc, char** argv) {
 
   dgptq::InstallStopSignalHandlers();
 
-  const std::string port_file = o.port_file;
+  const std::string port_file = o.port_file, metrics_port_file = o.metrics_port_file;
   auto server = dgptq::coordinator::CoordinatorServer::Start(std::move(o));
-  if (!server.ok()) {
-    std::fprintf(stderr, "dgptq-coordinator: %s\n", server.status().ToString().c_str());
+  absl::Status s = server.status();
+  if (s.ok()) s = dgptq::WritePortFile(metrics_port_file, (*server)->metrics_port());
+  if (s.ok()) s = dgptq::WritePortFile(port_file, (*server)->port());
+  if (!s.ok()) {
+    std::fprintf(stderr, "dgptq-coordinator: %s\n", s.ToString().c_str());
     return 1;
-  }
-  if (!port_file.empty()) {
-    if (absl::Status s = dgptq::WritePortFile(port_file, (*server)->port()); !s.ok()) {
-      std::fprintf(stderr, "dgptq-coordinator: %s\n", s.ToString().c_str());
-      return 1;
-    }
   }
   const int sig = dgptq::WaitForStopSignal();
   spdlog::info("dgptq-coordinator: signal {}, shutting down", sig);

@@ -8,6 +8,9 @@ namespace dgptq::coordinator {
 
 absl::Status CoordinatorOptions::Validate() const {
   if (listen.empty()) return absl::InvalidArgumentError("--listen must not be empty");
+  if (metrics_listen.empty() && !metrics_port_file.empty()) {
+    return absl::InvalidArgumentError("--metrics-port-file needs a non-empty --metrics-listen");
+  }
   const std::pair<const char*, absl::Duration> durations[] = {
       {"--lease-ttl", lease_ttl},
       {"--heartbeat-interval", heartbeat_interval},

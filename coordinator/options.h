@@ -14,6 +14,11 @@ struct CoordinatorOptions {
   std::string listen = "0.0.0.0:50051";
   // Where main.cc writes the bound port once the server runs; empty for none.
   std::string port_file;
+  // Prometheus /metrics address ("host:port", port 0 picks one); empty: not served. Empty
+  // here for in-process servers (tests); main.cc's --metrics-listen defaults to 0.0.0.0:9090.
+  std::string metrics_listen;
+  // Where main.cc writes the bound metrics port; empty for none.
+  std::string metrics_port_file;
   // A worker that sends no heartbeat for this long is lost; its job fails.
   absl::Duration lease_ttl = absl::Seconds(15);
   // How often workers are told to heartbeat (must be below lease_ttl).
@@ -29,7 +34,8 @@ struct CoordinatorOptions {
   // resolving symlinks and "..").
   std::vector<std::string> allowed_roots;
 
-  // InvalidArgument naming the bad setting: non-positive durations, heartbeat_interval not
+  // InvalidArgument naming the bad setting: a metrics port file without metrics,
+  // non-positive durations, heartbeat_interval not
   // below lease_ttl, max_queued_jobs < 1, an unknown comm_backend, an allowed root that is
   // not an existing directory.
   absl::Status Validate() const;

@@ -22,13 +22,18 @@ void Coordinator::SchedulerLoop() {
       // Reads config.json and the safetensors headers: outside the lock. The job may be
       // cancelled meanwhile; StartRendezvousLocked checks.
       lock.unlock();
+      const absl::Time t0 = absl::Now();
       absl::StatusOr<Plan> plan =
           PlanCheckpoint(spec.model_dir, spec.num_workers, PlanSamples(spec));
+      metrics_->Planned(absl::Now() - t0);
       lock.lock();
       StartRendezvousLocked(id, std::move(plan));
     }
     const absl::Time now = absl::Now();
     ExpireRendezvousLocked(now);
+    // Every change of a worker's state wakes this loop, and it runs at least once a second:
+    // the worker gauges and heartbeat ages follow within that.
+    SampleWorkersLocked(now);
     absl::Time wake = now + absl::Seconds(1);
     for (const auto& [id, job] : active_) wake = std::min(wake, job.rendezvous_deadline);
     const absl::Duration wait = std::max(wake - now, absl::Milliseconds(1));

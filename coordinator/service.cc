@@ -13,37 +13,50 @@ constexpr absl::Duration kWatchSlice = absl::Milliseconds(200);
 
 }  // namespace
 
+grpc::Status CoordinatorService::Done(const char* method, grpc::Status status) {
+  metrics_->ApiRequest(method, static_cast<absl::StatusCode>(status.error_code()));
+  return status;
+}
+
+grpc::Status CoordinatorService::Done(const char* method, const absl::Status& status) {
+  return Done(method, ToGrpcStatus(status));
+}
+
 grpc::Status CoordinatorService::SubmitJob(grpc::ServerContext*, const v1::SubmitJobRequest* req,
                                            v1::SubmitJobResponse* resp) {
   absl::StatusOr<Coordinator::Submitted> s = core_->Submit(req->spec(), req->request_id());
-  if (!s.ok()) return ToGrpcStatus(s.status());
-  *resp->mutable_job() = std::move(s->job);
-  resp->set_created(s->created);
-  return grpc::Status::OK;
+  if (s.ok()) {
+    *resp->mutable_job() = std::move(s->job);
+    resp->set_created(s->created);
+  }
+  return Done("SubmitJob", s.status());
 }
 
 grpc::Status CoordinatorService::GetJob(grpc::ServerContext*, const v1::GetJobRequest* req,
                                         v1::Job* resp) {
   absl::StatusOr<v1::Job> job = core_->GetJob(req->job_id());
-  if (!job.ok()) return ToGrpcStatus(job.status());
-  *resp = *std::move(job);
-  return grpc::Status::OK;
+  if (job.ok()) *resp = *std::move(job);
+  return Done("GetJob", job.status());
 }
 
 grpc::Status CoordinatorService::ListJobs(grpc::ServerContext*, const v1::ListJobsRequest* req,
                                           v1::ListJobsResponse* resp) {
   absl::StatusOr<v1::ListJobsResponse> page = core_->ListJobs(*req);
-  if (!page.ok()) return ToGrpcStatus(page.status());
-  *resp = *std::move(page);
-  return grpc::Status::OK;
+  if (page.ok()) *resp = *std::move(page);
+  return Done("ListJobs", page.status());
 }
 
 grpc::Status CoordinatorService::WatchJob(grpc::ServerContext* ctx, const v1::WatchJobRequest* req,
                                           grpc::ServerWriter<v1::JobEvent>* writer) {
-  int64_t next = req->from_index();
+  return Done("WatchJob", Watch(ctx, *req, writer));
+}
+
+grpc::Status CoordinatorService::Watch(grpc::ServerContext* ctx, const v1::WatchJobRequest& req,
+                                       grpc::ServerWriter<v1::JobEvent>* writer) {
+  int64_t next = req.from_index();
   while (!ctx->IsCancelled()) {
     absl::StatusOr<Coordinator::EventBatch> batch =
-        core_->WaitEvents(req->job_id(), next, kWatchSlice);
+        core_->WaitEvents(req.job_id(), next, kWatchSlice);
     if (!batch.ok()) return ToGrpcStatus(batch.status());
     for (const v1::JobEvent& e : batch->events) {
       if (!writer->Write(e)) return grpc::Status(grpc::StatusCode::CANCELLED, "client went away");
@@ -57,27 +70,31 @@ grpc::Status CoordinatorService::WatchJob(grpc::ServerContext* ctx, const v1::Wa
 grpc::Status CoordinatorService::CancelJob(grpc::ServerContext*, const v1::CancelJobRequest* req,
                                            v1::CancelJobResponse* resp) {
   absl::StatusOr<v1::Job> job = core_->Cancel(req->job_id(), req->reason());
-  if (!job.ok()) return ToGrpcStatus(job.status());
-  *resp->mutable_job() = *std::move(job);
-  return grpc::Status::OK;
+  if (job.ok()) *resp->mutable_job() = *std::move(job);
+  return Done("CancelJob", job.status());
 }
 
 grpc::Status CoordinatorService::RegisterWorker(grpc::ServerContext*,
                                                 const v1::RegisterWorkerRequest* req,
                                                 v1::RegisterWorkerResponse* resp) {
   *resp = core_->Register(*req);
-  return grpc::Status::OK;
+  return Done("RegisterWorker", grpc::Status::OK);
 }
 
 grpc::Status CoordinatorService::Heartbeat(grpc::ServerContext*, const v1::HeartbeatRequest* req,
                                            v1::HeartbeatResponse* resp) {
   absl::StatusOr<v1::HeartbeatResponse> r = core_->Heartbeat(*req);
-  if (!r.ok()) return ToGrpcStatus(r.status());
-  *resp = *std::move(r);
-  return grpc::Status::OK;
+  if (r.ok()) *resp = *std::move(r);
+  return Done("Heartbeat", r.status());
 }
 
 grpc::Status CoordinatorService::Control(
+    grpc::ServerContext* ctx,
+    grpc::ServerReaderWriter<v1::ControlResponse, v1::ControlRequest>* stream) {
+  return Done("Control", RunControl(ctx, stream));
+}
+
+grpc::Status CoordinatorService::RunControl(
     grpc::ServerContext* ctx,
     grpc::ServerReaderWriter<v1::ControlResponse, v1::ControlRequest>* stream) {
   v1::ControlRequest msg;
@@ -105,6 +122,7 @@ grpc::Status CoordinatorService::Control(
   core_->Disconnect(worker_id, outbox->get());
   (*outbox)->Close();  // ends the writer if the worker is still registered
   writer.join();
+  if (ctx->IsCancelled()) return grpc::Status(grpc::StatusCode::CANCELLED, "control stream ended");
   return grpc::Status::OK;
 }
 

@@ -4,18 +4,22 @@
 // Streams: WatchJob polls the core's event wait in short slices so that a cancelled client or
 // a server shutdown ends it promptly. Control reads on the handler thread and writes from a
 // second thread that drains the worker's ControlOutbox, so writes never interleave; when
-// the coordinator closes the outbox (lost lease, shutdown) the call is cancelled.
+// the coordinator closes the outbox (lost lease, shutdown) the call is cancelled. Once the
+// core stops, WatchJob ends with UNAVAILABLE "coordinator shutting down" (clients resume).
+// Every handler counts its call and code in dgptq_coordinator_api_requests_total.
 #pragma once
 
 #include "coordinator/coordinator.h"
+#include "coordinator/metrics.h"
 #include "dgptq/v1/coordinator.grpc.pb.h"
 
 namespace dgptq::coordinator {
 
 class CoordinatorService final : public v1::Coordinator::Service {
  public:
-  // `core` must outlive the service.
-  explicit CoordinatorService(Coordinator* core) : core_(core) {}
+  // `core` and `metrics` must outlive the service.
+  CoordinatorService(Coordinator* core, CoordinatorMetrics* metrics)
+      : core_(core), metrics_(metrics) {}
 
   grpc::Status SubmitJob(grpc::ServerContext* ctx, const v1::SubmitJobRequest* req,
                          v1::SubmitJobResponse* resp) override;
@@ -36,7 +40,17 @@ class CoordinatorService final : public v1::Coordinator::Service {
       grpc::ServerReaderWriter<v1::ControlResponse, v1::ControlRequest>* stream) override;
 
  private:
+  // Counts the call and returns `status`.
+  grpc::Status Done(const char* method, grpc::Status status);
+  grpc::Status Done(const char* method, const absl::Status& status);
+  grpc::Status Watch(grpc::ServerContext* ctx, const v1::WatchJobRequest& req,
+                     grpc::ServerWriter<v1::JobEvent>* writer);
+  grpc::Status RunControl(
+      grpc::ServerContext* ctx,
+      grpc::ServerReaderWriter<v1::ControlResponse, v1::ControlRequest>* stream);
+
   Coordinator* core_;
+  CoordinatorMetrics* metrics_;
 };
 
 }  // namespace dgptq::coordinator

@@ -35,7 +35,7 @@ PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT
 rm -f "$OUT/coordinator.port"
-build/coordinator/dgptq-coordinator --listen 127.0.0.1:0 --port-file "$OUT/coordinator.port" \
+build/coordinator/dgptq-coordinator --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --port-file "$OUT/coordinator.port" \
   > "$OUT/coordinator.log" 2>&1 &
 PIDS+=($!)
 for _ in $(seq 100); do [[ -s $OUT/coordinator.port ]] && break; sleep 0.1; done

@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "absl/strings/str_format.h"
+#include "common/grpc_options.h"
 #include "common/grpc_status.h"
 #include "common/status_macros.h"
 #include "grpcpp/grpcpp.h"
@@ -11,20 +12,11 @@
 namespace dgptq::client {
 namespace {
 
+// Keepalive (a WatchJob of a queued job may carry nothing for hours), message size limits and
+// quick reconnects while a call waits for a (re)starting coordinator: common/grpc_options.h.
 std::shared_ptr<grpc::Channel> MakeChannel(const std::string& address) {
-  grpc::ChannelArguments args;
-  // Reconnect quickly while a call waits for a (re)starting coordinator; gRPC's defaults start
-  // at 1 s and grow to 120 s, longer than a whole connect_timeout.
-  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 200);
-  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 200);
-  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
-  // A WatchJob stream may carry nothing for hours (a queued job): keepalive pings detect a peer
-  // that vanished without closing the connection. Six minutes stays above the server's default
-  // minimum ping interval (5 min), below which it would answer GOAWAY "too_many_pings".
-  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 6 * 60 * 1000);
-  args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 20 * 1000);
-  args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
-  return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+  return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(),
+                                   GrpcChannelArguments());
 }
 
 }  // namespace

@@ -104,7 +104,7 @@ class CliTest : public ::testing::Test {
     ASSERT_NE(shared_, nullptr);
     const std::string port_file = dir_ / "port";
     coordinator_ = std::make_unique<Subprocess>(
-        std::vector<std::string>{DGPTQ_COORDINATOR_BIN, "--listen", "127.0.0.1:0", "--port-file",
+        std::vector<std::string>{DGPTQ_COORDINATOR_BIN, "--listen", "127.0.0.1:0", "--metrics-listen", "", "--port-file",
                                  port_file},
         dir_ / "coordinator.log");
     const int port = WaitForPortFile(port_file, 20s);

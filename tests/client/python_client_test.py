@@ -66,7 +66,7 @@ def main():
 
         port_file = os.path.join(tmp, "port")
         log = open(os.path.join(tmp, "coordinator.log"), "w")
-        coordinator = subprocess.Popen([args.coordinator_bin, "--listen", "127.0.0.1:0",
+        coordinator = subprocess.Popen([args.coordinator_bin, "--listen", "127.0.0.1:0", "--metrics-listen", "",
                                         "--port-file", port_file], stdout=log, stderr=log)
         try:
             port = wait_for_port(port_file, coordinator)

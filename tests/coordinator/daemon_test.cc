@@ -20,7 +20,7 @@ using namespace std::chrono_literals;
 TEST(DaemonTest, ServesOnThePortFileAndExitsCleanlyOnSigterm) {
   TempDir tmp;
   const std::string port_file = tmp / "port";
-  Subprocess daemon({DGPTQ_COORDINATOR_BIN, "--listen", "127.0.0.1:0", "--port-file", port_file,
+  Subprocess daemon({DGPTQ_COORDINATOR_BIN, "--listen", "127.0.0.1:0", "--metrics-listen", "", "--port-file", port_file,
                      "--lease-ttl", "2", "--heartbeat-interval", "0.5"},
                     tmp / "log");
   const int port = dgptq::testing::WaitForPortFile(port_file, 10s);

@@ -41,7 +41,8 @@ class Service : public ::testing::Test {
     ASSERT_EQ(r.code, 0) << r.output;
     const std::string port_file = tmp_ / "port";
     coordinator_ = std::make_unique<Subprocess>(
-        std::vector<std::string>{kCoordinator, "--listen", "127.0.0.1:0", "--port-file",
+        std::vector<std::string>{kCoordinator, "--listen", "127.0.0.1:0", "--metrics-listen", "",
+                                 "--port-file",
                                  port_file, "--lease-ttl", "5", "--heartbeat-interval", "0.5"},
         tmp_ / "coordinator.log");
     const int port = dgptq::testing::WaitForPortFile(port_file, 10s);
@@ -330,11 +331,11 @@ TEST_F(Service, CancelMidRunStopsEveryWorker) {
   StartWorker();
   StartWorker();
   v1::JobSpec spec = Spec("cancelled", 2);
-  spec.mutable_calibration()->set_samples(64);  // long enough to be cancelled mid-run
+  spec.mutable_calibration()->set_samples(1024);  // seconds: long enough to cancel mid-run
   spec.mutable_quantization()->set_true_sequential(true);
   const v1::Job job = Submit(spec);
   ASSERT_EQ(WaitFor(job.job_id(), v1::JOB_STATE_RUNNING, 60s).state(), v1::JOB_STATE_RUNNING);
-  std::this_thread::sleep_for(300ms);
+  std::this_thread::sleep_for(200ms);
   v1::CancelJobRequest req;
   req.set_job_id(job.job_id());
   v1::CancelJobResponse resp;
@@ -359,11 +360,11 @@ TEST_F(Service, KilledWorkerFailsTheJobAndTheOthersRecover) {
   StartWorker();
   Subprocess& victim = StartWorker();
   v1::JobSpec spec = Spec("killed", 2);
-  spec.mutable_calibration()->set_samples(64);
+  spec.mutable_calibration()->set_samples(1024);
   spec.mutable_quantization()->set_true_sequential(true);
   const v1::Job job = Submit(spec);
   ASSERT_EQ(WaitFor(job.job_id(), v1::JOB_STATE_RUNNING, 60s).state(), v1::JOB_STATE_RUNNING);
-  std::this_thread::sleep_for(300ms);
+  std::this_thread::sleep_for(200ms);
   victim.Signal(SIGKILL);
   const auto t0 = std::chrono::steady_clock::now();
   const v1::Job failed = WaitFor(job.job_id(), v1::JOB_STATE_FAILED, 10s);

@@ -66,7 +66,6 @@ class RankPipeline : public ::testing::Test {
     o.seq_len = 64;
     o.quant.group_size = 32;
     o.quant.act_order = true;
-    o.batch_windows = 3;
     // Ranks share this process here: LAPACK's thread count is process-wide, so each rank
     // keeps to one thread to stay deterministic (the daemons are separate processes).
     o.cpu_threads = 1;
@@ -128,8 +127,8 @@ class RankPipeline : public ::testing::Test {
   std::string model_, calib_;
 };
 
-// Three ranks give the one-process result (shards of 3, 3 and 4 windows, forward chunks
-// of 3); the run is deterministic; every module is quantized by exactly one rank.
+// Three ranks give the one-process result (shards of 3, 3 and 4 windows); the run is
+// deterministic; every module is quantized by exactly one rank.
 TEST_F(RankPipeline, ThreeRanksMatchOneProcess) {
   const QuantizeOptions one = Options("one");
   ASSERT_TRUE(Quantize(one, nullptr).ok());

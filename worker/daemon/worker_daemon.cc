@@ -14,12 +14,11 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "common/daemon_util.h"
+#include "common/grpc_options.h"
 #include "common/grpc_status.h"
 #include "common/status_macros.h"
 #include "dgptq/v1/coordinator.grpc.pb.h"
 #include "dgptq/v1/worker.grpc.pb.h"
-#include "grpcpp/ext/proto_server_reflection_plugin.h"
-#include "grpcpp/health_check_service_interface.h"
 #include "grpcpp/grpcpp.h"
 #include "proto/job_spec.h"
 #include "spdlog/spdlog.h"
@@ -165,18 +164,11 @@ absl::Status WorkerDaemon::Impl::Serve() {
     DGPTQ_RETURN_IF_ERROR(WritePortFile(opts.metrics_port_file, metrics_port));
   }
   if (opts.listen.empty()) return absl::OkStatus();
-  grpc::EnableDefaultHealthCheckService(true);
-  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   service = std::make_unique<WorkerService>(this);
-  grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(opts.listen, grpc::InsecureServerCredentials(), &port);
-  builder.RegisterService(service.get());
-  server = builder.BuildAndStart();
-  if (server == nullptr || port == 0) {
-    return absl::UnavailableError(absl::StrFormat("cannot serve gRPC on %s", opts.listen));
-  }
-  server->GetHealthCheckService()->SetServingStatus(true);
+  DGPTQ_ASSIGN_OR_RETURN(
+      server,
+      StartGrpcServer(opts.listen, {{v1::Worker::service_full_name(), service.get()}}, &port));
   spdlog::info("worker {}: gRPC (Worker, health, reflection) on port {}, metrics on port {}",
                opts.name, port, metrics_port);
   return WritePortFile(opts.port_file, port);
@@ -193,7 +185,7 @@ absl::Status WorkerDaemon::Run() { return impl_->Run(); }
 
 void WorkerDaemon::Shutdown() {
   impl_->stopping = true;
-  if (impl_->server) impl_->server->GetHealthCheckService()->SetServingStatus(false);
+  if (impl_->server) SetGrpcServing(*impl_->server, false);
   impl_->StopJob("worker shutting down");
   {
     std::lock_guard<std::mutex> lock(impl_->stream_mu);
@@ -233,9 +225,8 @@ absl::Status WorkerDaemon::Impl::Run() {
 }
 
 absl::Status WorkerDaemon::Impl::Session() {
-  grpc::ChannelArguments args;
-  args.SetMaxReceiveMessageSize(64 << 20);
-  auto channel = grpc::CreateCustomChannel(opts.coordinator, grpc::InsecureChannelCredentials(), args);
+  auto channel = grpc::CreateCustomChannel(opts.coordinator, grpc::InsecureChannelCredentials(),
+                                           GrpcChannelArguments());
   auto stub = v1::Coordinator::NewStub(channel);
 
   v1::RegisterWorkerRequest reg;
@@ -434,6 +425,11 @@ void WorkerDaemon::Impl::RunJob(v1::Assignment a) {
   {
     std::lock_guard<std::mutex> lock(rdv_mu);
     listeners.erase(a.job_id());
+  }
+  if (st.code() == absl::StatusCode::kUnavailable) {
+    // A peer vanished: give the coordinator a moment to notice the lost worker (it then
+    // stops this job and names that worker) before reporting the symptom seen here.
+    for (int i = 0; i < 20 && !job_cancel; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   if (!st.ok() && job_cancel) st = absl::CancelledError(std::string(st.message()));
   v1::ControlRequest res;

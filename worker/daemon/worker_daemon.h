@@ -19,7 +19,9 @@
 //
 // Serving: its own gRPC port (--listen) carries the Worker service (GetStatus), the
 // standard grpc.health.v1 health service (NOT_SERVING once draining) and server
-// reflection; /metrics is on --metrics-listen (worker_metrics.h lists the series).
+// reflection; /metrics is on --metrics-listen (worker_metrics.h lists the series). The
+// server and the channel to the coordinator use the shared keepalive and message size
+// settings of common/grpc_options.h.
 //
 // Thread-safety: Run() on one thread; Shutdown() from any thread.
 #pragma once

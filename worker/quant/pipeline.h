@@ -34,7 +34,10 @@ struct QuantizeOptions {
   int64_t samples = 128;
   int64_t seq_len = 2048;
   uint64_t seed = 0;
-  int64_t batch_windows = 16;  // windows per forward chunk (bounds scratch memory)
+  // Windows per forward chunk (bounds scratch memory). 1, the default, makes every GEMM
+  // the same shape whatever the sharding, so a job's codes do not depend on how many
+  // ranks ran it (BLAS results can depend on the row count of a GEMM).
+  int64_t batch_windows = 1;
   // InvalidArgument naming the flag.
   absl::Status Validate() const;
 };
