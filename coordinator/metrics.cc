@@ -31,8 +31,7 @@ bool IsTerminal(v1::JobState s) {
   return s == v1::JOB_STATE_SUCCEEDED || s == v1::JOB_STATE_FAILED || s == v1::JOB_STATE_CANCELLED;
 }
 
-// Progress.phase -> the phase label. The Hessians accumulate inside PHASE_FORWARD: no event
-// carries a phase of its own for them.
+// Progress.phase -> the phase label.
 const char* PhaseLabel(v1::Phase phase) {
   switch (phase) {
     case v1::PHASE_LOAD:
@@ -47,6 +46,8 @@ const char* PhaseLabel(v1::Phase phase) {
       return "broadcast";
     case v1::PHASE_WRITE:
       return "write";
+    case v1::PHASE_HESSIAN:
+      return "hessian";
     default:
       return nullptr;
   }
@@ -117,7 +118,7 @@ class Metrics final : public CoordinatorMetrics {
       if (IsTerminal(state)) finished_.Add({{"result", label}});
     }
     phase_seconds_.Add({{"phase", "plan"}}, kPhaseBuckets);
-    for (int p = v1::PHASE_LOAD; p <= v1::PHASE_WRITE; ++p) {
+    for (int p = v1::PHASE_LOAD; p <= v1::PHASE_HESSIAN; ++p) {
       if (const char* label = PhaseLabel(static_cast<v1::Phase>(p))) {
         phase_seconds_.Add({{"phase", label}}, kPhaseBuckets);
       }

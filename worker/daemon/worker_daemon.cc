@@ -59,6 +59,7 @@ v1::Phase PhaseOf(const std::string& phase) {
   if (phase == "quantize") return v1::PHASE_QUANTIZE;
   if (phase == "broadcast") return v1::PHASE_BROADCAST;
   if (phase == "write") return v1::PHASE_WRITE;
+  if (phase == "hessian") return v1::PHASE_HESSIAN;
   return v1::PHASE_UNSPECIFIED;
 }
 

@@ -90,8 +90,9 @@ class Pipeline {
   absl::Status ShardCalibration();
   absl::Status QuantizeLayer(int layer, const Mat& x);
   absl::Status QuantizeStage(LayerWeights& w, int layer, const std::set<int>& stage, const Mat& x);
+  // Adds the time spent forming and summing the products to *hessian_seconds.
   absl::Status CollectHessians(const LayerWeights& w, const Mat& x, const std::set<int>& groups,
-                               std::map<int, HessianSum>* hessians);
+                               std::map<int, HessianSum>* hessians, double* hessian_seconds);
   absl::Status ReduceHessians(int layer, const std::set<int>& stage,
                               std::map<int, HessianSum>* hessians);
   absl::Status QuantizeGroup(LayerWeights& w, int layer, int group, HessianSum* h,
@@ -229,8 +230,10 @@ absl::Status Pipeline::QuantizeStage(LayerWeights& w, int layer, const std::set<
   std::map<int, HessianSum> hessians;
   if (!o_.rtn) {
     auto t = Clock::now();
-    DGPTQ_RETURN_IF_ERROR(CollectHessians(w, x, stage, &hessians));
-    Phase("forward", layer, Since(t));
+    double hessian_seconds = 0;
+    DGPTQ_RETURN_IF_ERROR(CollectHessians(w, x, stage, &hessians, &hessian_seconds));
+    Phase("forward", layer, Since(t) - hessian_seconds);
+    Phase("hessian", layer, hessian_seconds);
     if (distributed()) {
       DGPTQ_RETURN_IF_ERROR(CheckCancelled());
       t = Clock::now();
@@ -268,7 +271,8 @@ absl::Status Pipeline::QuantizeStage(LayerWeights& w, int layer, const std::set<
 // group input; stops each forward after the stage's last group.
 absl::Status Pipeline::CollectHessians(const LayerWeights& w, const Mat& x,
                                        const std::set<int>& stage,
-                                       std::map<int, HessianSum>* hessians) {
+                                       std::map<int, HessianSum>* hessians,
+                                       double* hessian_seconds) {
   int64_t max_n = 0;
   for (int g : stage) {
     const int64_t cols = model_->LinearShape(model_->Groups()[g].modules[0])[1];
@@ -285,12 +289,14 @@ absl::Status Pipeline::CollectHessians(const LayerWeights& w, const Mat& x,
     if (stage.count(g)) {
       HessianSum& h = hessians->at(g);
       const Mat p{product.f32(), h.n, h.n, h.n};
+      const auto th = Clock::now();
       for (int64_t r0 = 0; r0 < in.rows; r0 += L) {  // one window at a time
         const Mat xw = in.Block(r0, 0, std::min(L, in.rows - r0), in.cols);
         DGPTQ_RETURN_IF_ERROR(b_->Gemm(true, false, 1.0f, xw, xw, 0.0f, p));
         DGPTQ_RETURN_IF_ERROR(b_->AddF32ToF64(p.data, h.data(), h.count(), h.empty));
         h.empty = false;
       }
+      *hessian_seconds += Since(th);
     }
     return g < last;
   };

@@ -44,8 +44,8 @@ struct QuantizeOptions {
 
 // One progress event: a phase of a layer started/finished, or a module quantized.
 struct ProgressEvent {
-  // "calibration", "load", "forward", "reduce", "quantize", "broadcast", "propagate",
-  // "write". Every rank ends each layer with a "write" event (layer >= 0), written or not.
+  // "calibration", "load", "forward", "hessian", "reduce", "quantize", "broadcast",
+  // "propagate", "write". Every rank ends each layer with a "write" event (layer >= 0), written or not.
   std::string phase;
   int layer = -1;      // -1 outside the layers
   int layers = 0;
