@@ -270,12 +270,13 @@ double Perplexity(const std::string& model, const TokenWindows& w) {
 TEST_F(Service, ThreeWorkersMatchOneProcessOnARealModel) {
   const std::string shared = dgptq::testing::SharedDir();
   std::string model = model_, calib = calib_;
-  int64_t samples = 12, seq = 64;
+  int64_t samples = 12, seq = 64, group = 32;
   if (!shared.empty()) {
     model = shared + "/models/tinystories-llama-3m";
     calib = shared + "/data/tinystories/calib_128x256.npy";
     samples = 48;
     seq = 256;
+    group = 128;
   }
   for (int i = 0; i < 3; ++i) StartWorker();
   v1::JobSpec spec = Spec("three", 3);
@@ -283,15 +284,15 @@ TEST_F(Service, ThreeWorkersMatchOneProcessOnARealModel) {
   spec.mutable_calibration()->set_path(calib);
   spec.mutable_calibration()->set_samples(samples);
   spec.mutable_calibration()->set_seq_len(seq);
-  spec.mutable_quantization()->set_group_size(128);
+  spec.mutable_quantization()->set_group_size(group);
   const v1::Job job = Submit(spec);
   Watch(job.job_id(), 600s);
   const v1::Job done = Get(job.job_id());
   ASSERT_EQ(done.state(), v1::JOB_STATE_SUCCEEDED) << done.reason();
   const std::string one = tmp_ / "one";
   auto q = RunDgptq(absl::StrFormat(
-      "quantize --model %s --calib %s --samples %d --seq-len %d --group-size 128 --act-order "
-      "--threads 1 --out %s", model, calib, samples, seq, one));
+      "quantize --model %s --calib %s --samples %d --seq-len %d --group-size %d --act-order "
+      "--threads 1 --out %s", model, calib, samples, seq, group, one));
   ASSERT_EQ(q.code, 0) << q.output;
   const auto a = Load(one), b = Load(tmp_ / "three");
   ASSERT_FALSE(a.empty());
