@@ -14,7 +14,7 @@
 #include "dgptq/v1/coordinator.grpc.pb.h"
 #include "tests/subprocess.h"
 #include "tests/test_util.h"
-#include "tests/worker/output_test_util.h"
+#include "tests/worker/pipeline_test_util.h"
 #include "absl/strings/str_format.h"
 #include "common/token_data.h"
 #include "common/tokenizer.h"
@@ -126,18 +126,6 @@ class Service : public ::testing::Test {
     EXPECT_TRUE(st.ok()) << st.error_message();
     return events;
   }
-  std::map<std::string, kernels::QuantizedWeight> Load(const std::string& dir) {
-    std::map<std::string, kernels::QuantizedWeight> m;
-    auto r = ModelReader::Open(dir);
-    EXPECT_TRUE(r.ok()) << r.status();
-    if (!r.ok()) return m;
-    for (const std::string& name : (*r)->QuantizedModules()) {
-      auto q = (*r)->LoadQuantized(name);
-      if (q.ok()) m[name] = *std::move(q);
-    }
-    return m;
-  }
-
   TempDir tmp_;
   std::string model_, calib_, address_;
   std::unique_ptr<Subprocess> coordinator_;
@@ -193,7 +181,7 @@ TEST_F(Service, TwoWorkerJobMatchesOneProcessAndRepeatsExactly) {
   auto q = RunDgptq("quantize --model " + model_ + " --calib " + calib_ +
                     " --samples 10 --seq-len 64 --group-size 32 --act-order --threads 1 --out " + one);
   ASSERT_EQ(q.code, 0) << q.output;
-  const auto a = Load(one), b = Load(tmp_ / "dist");
+  const auto a = LoadQuantizedModules(one), b = LoadQuantizedModules(tmp_ / "dist");
   ASSERT_EQ(a.size(), 21u);
   ASSERT_EQ(b.size(), 21u);
   int64_t same = 0, total = 0;
@@ -209,7 +197,7 @@ TEST_F(Service, TwoWorkerJobMatchesOneProcessAndRepeatsExactly) {
   const v1::Job again = Submit(Spec("again", 2));
   Watch(again.job_id(), 120s);
   ASSERT_EQ(Get(again.job_id()).state(), v1::JOB_STATE_SUCCEEDED) << Get(again.job_id()).reason();
-  const auto c = Load(tmp_ / "again");
+  const auto c = LoadQuantizedModules(tmp_ / "again");
   for (const auto& [name, qb] : b) {
     EXPECT_EQ(c.at(name).codes, qb.codes) << name;
     EXPECT_EQ(c.at(name).scales, qb.scales) << name;
@@ -253,16 +241,6 @@ TEST_F(Service, FailedRankFailsTheJobAndWorkersRecover) {
   EXPECT_EQ(Get(next.job_id()).state(), v1::JOB_STATE_SUCCEEDED) << Get(next.job_id()).reason();
 }
 
-double Perplexity(const std::string& model, const TokenWindows& w) {
-  auto b = kernels::MakeBackend(kernels::DeviceKind::kCpu);
-  auto r = ModelReader::Open(model);
-  EXPECT_TRUE(r.ok()) << r.status();
-  if (!r.ok()) return 0;
-  auto res = EvaluatePerplexity(**b, **r, w, 16);
-  EXPECT_TRUE(res.ok()) << res.status();
-  return res.ok() ? res->perplexity : 0;
-}
-
 // Three CPU workers quantize a real model (../shared's tinystories-llama-3m; the
 // synthetic one without ../shared): the codes equal the one-process `dgptq quantize`
 // output's on >= 99.9% of entries with the rest one step off, and the perplexity is
@@ -294,7 +272,7 @@ TEST_F(Service, ThreeWorkersMatchOneProcessOnARealModel) {
       "quantize --model %s --calib %s --samples %d --seq-len %d --group-size %d --act-order "
       "--threads 1 --out %s", model, calib, samples, seq, group, one));
   ASSERT_EQ(q.code, 0) << q.output;
-  const auto a = Load(one), b = Load(tmp_ / "three");
+  const auto a = LoadQuantizedModules(one), b = LoadQuantizedModules(tmp_ / "three");
   ASSERT_FALSE(a.empty());
   ASSERT_EQ(a.size(), b.size());
   size_t total = 0, off_by_one = 0, off_more = 0;
@@ -321,7 +299,7 @@ TEST_F(Service, ThreeWorkersMatchOneProcessOnARealModel) {
   ASSERT_TRUE(windows.ok()) << windows.status();
   windows->count = std::min<int64_t>(windows->count, 64);
   windows->ids.resize(windows->count * windows->seq_len);
-  const double pa = Perplexity(one, *windows), pb = Perplexity(tmp_ / "three", *windows);
+  const double pa = Perplexity(one, *windows, 16), pb = Perplexity(tmp_ / "three", *windows, 16);
   std::printf("perplexity: one process %.4f, 3 workers %.4f\n", pa, pb);
   EXPECT_NEAR(pb / pa, 1.0, 0.005);
 }
@@ -395,9 +373,9 @@ TEST_F(Service, GpuWorkers) {
                       " --samples 10 --seq-len 64 --group-size 32 --act-order --out " +
                       std::string(tmp_ / "cpu"));
   ASSERT_EQ(cpu.code, 0) << cpu.output;
-  const auto c = Load(tmp_ / "cpu");
+  const auto c = LoadQuantizedModules(tmp_ / "cpu");
   for (const char* out : {"gpu1", "gpu2"}) {
-    const auto g = Load(tmp_ / out);
+    const auto g = LoadQuantizedModules(tmp_ / out);
     ASSERT_EQ(g.size(), c.size());
     for (const auto& [name, qc] : c) {
       EXPECT_TRUE(dgptq::testing::CodesClose(qc.codes, g.at(name).codes)) << out << " " << name;

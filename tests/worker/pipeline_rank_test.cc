@@ -7,7 +7,7 @@
 
 #include "absl/strings/str_format.h"
 #include "tests/test_util.h"
-#include "tests/worker/output_test_util.h"
+#include "tests/worker/pipeline_test_util.h"
 #include "worker/comm/host_comm.h"
 #include "worker/output/model_reader.h"
 #include "worker/quant/pipeline.h"
@@ -111,18 +111,6 @@ class RankPipeline : public ::testing::Test {
     for (auto& t : threads) t.join();
     return out;
   }
-  std::map<std::string, QuantizedWeight> Load(const std::string& dir) {
-    std::map<std::string, QuantizedWeight> m;
-    auto r = ModelReader::Open(dir);
-    EXPECT_TRUE(r.ok()) << r.status();
-    if (!r.ok()) return m;
-    for (const std::string& name : (*r)->QuantizedModules()) {
-      auto q = (*r)->LoadQuantized(name);
-      EXPECT_TRUE(q.ok()) << name << ": " << q.status();
-      if (q.ok()) m[name] = *std::move(q);
-    }
-    return m;
-  }
   TempDir tmp_;
   std::string model_, calib_;
 };
@@ -142,8 +130,8 @@ TEST_F(RankPipeline, ThreeRanksMatchOneProcess) {
     EXPECT_GT(r->modules.size(), 0u);  // (l + g) % 3 gives every rank some groups
   }
   EXPECT_EQ(modules, 3u * 7u);
-  const auto a = Load(one.out_dir);
-  const auto b = Load(dist.out_dir);
+  const auto a = LoadQuantizedModules(one.out_dir);
+  const auto b = LoadQuantizedModules(dist.out_dir);
   ASSERT_EQ(a.size(), 21u);
   ASSERT_EQ(b.size(), a.size());
   int64_t same = 0, total = 0;
@@ -170,7 +158,7 @@ TEST_F(RankPipeline, ThreeRanksMatchOneProcess) {
 
   QuantizeOptions again = Options("again");
   for (auto& r : RunRanks(again, 3, nullptr)) ASSERT_TRUE(r.ok()) << r.status();
-  const auto c = Load(again.out_dir);
+  const auto c = LoadQuantizedModules(again.out_dir);
   for (const auto& [name, q] : b) {
     EXPECT_EQ(c.at(name).codes, q.codes) << name;
     EXPECT_EQ(c.at(name).scales, q.scales) << name;
@@ -183,14 +171,14 @@ TEST_F(RankPipeline, TrueSequentialAndRtnRunDistributed) {
   QuantizeOptions ts = Options("ts");
   ts.true_sequential = true;
   for (auto& r : RunRanks(ts, 2, nullptr)) ASSERT_TRUE(r.ok()) << r.status();
-  EXPECT_EQ(Load(ts.out_dir).size(), 21u);
+  EXPECT_EQ(LoadQuantizedModules(ts.out_dir).size(), 21u);
   QuantizeOptions rtn = Options("rtn");
   rtn.rtn = true;
   QuantizeOptions rtn1 = Options("rtn1");
   rtn1.rtn = true;
   for (auto& r : RunRanks(rtn, 2, nullptr)) ASSERT_TRUE(r.ok()) << r.status();
   ASSERT_TRUE(Quantize(rtn1, nullptr).ok());
-  const auto a = Load(rtn.out_dir), b = Load(rtn1.out_dir);
+  const auto a = LoadQuantizedModules(rtn.out_dir), b = LoadQuantizedModules(rtn1.out_dir);
   ASSERT_EQ(a.size(), 21u);
   for (const auto& [name, q] : b) EXPECT_EQ(a.at(name).codes, q.codes) << name;  // RTN is exact
 }

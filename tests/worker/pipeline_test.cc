@@ -10,23 +10,13 @@
 
 #include "common/token_data.h"
 #include "tests/test_util.h"
-#include "tests/worker/output_test_util.h"
+#include "tests/worker/pipeline_test_util.h"
 #include "worker/model/eval.h"
 
 namespace dgptq::worker {
 namespace {
 
 using dgptq::testing::TempDir;
-
-double Perplexity(const std::string& model, const TokenWindows& w) {
-  auto b = kernels::MakeBackend(kernels::DeviceKind::kCpu);
-  auto r = ModelReader::Open(model);
-  EXPECT_TRUE(r.ok()) << r.status();
-  if (!r.ok()) return 0;
-  auto res = EvaluatePerplexity(**b, **r, w, 64);
-  EXPECT_TRUE(res.ok()) << res.status();
-  return res.ok() ? res->perplexity : 0;
-}
 
 class SharedModelQuality : public ::testing::TestWithParam<const char*> {};
 
@@ -57,7 +47,7 @@ TEST_P(SharedModelQuality, GptqBeatsRtn) {
       auto report = Quantize(o, nullptr);
       ASSERT_TRUE(report.ok()) << report.status();
       EXPECT_EQ(report->modules.size(), 7u * ModelReader::Open(model).value()->config().num_hidden_layers);
-      ppl[rtn] = Perplexity(o.out_dir, *eval);
+      ppl[rtn] = Perplexity(o.out_dir, *eval, 64);
     }
     std::printf("%s w%dg128: RTN %.4f GPTQ %.4f\n", GetParam(), bits, ppl[1], ppl[0]);
     EXPECT_LT(ppl[0], ppl[1]) << "bits " << bits;

@@ -70,6 +70,17 @@ std::string ModuleInLayer(const std::string& full, int layer) {
   return at == std::string::npos ? full : full.substr(at + key.size());
 }
 
+// A WorkerResult for `job_id` at `rank` carrying `status`, ready to send.
+v1::ControlRequest ResultMessage(const std::string& job_id, int rank, const absl::Status& status) {
+  v1::ControlRequest req;
+  v1::WorkerResult* r = req.mutable_result();
+  r->set_job_id(job_id);
+  r->set_rank(rank);
+  r->set_code(static_cast<int>(status.code()));
+  r->set_message(std::string(status.message()));
+  return req;
+}
+
 std::string DefaultName() {
   char host[256] = {0};
   if (::gethostname(host, sizeof(host) - 1) != 0) std::snprintf(host, sizeof(host), "worker");
@@ -368,11 +379,7 @@ void WorkerDaemon::Impl::Offer(const v1::CreateRendezvous& req) {
   }
   if (!st.ok()) {
     // The coordinator fails the job on a result with an error for it.
-    v1::ControlRequest res;
-    res.mutable_result()->set_job_id(req.job_id());
-    res.mutable_result()->set_code(static_cast<int>(st.code()));
-    res.mutable_result()->set_message("rendezvous: " + std::string(st.message()));
-    Send(res);
+    Send(ResultMessage(req.job_id(), 0, Annotate(st, "rendezvous")));
     return;
   }
   Send(out);
@@ -381,12 +388,9 @@ void WorkerDaemon::Impl::Offer(const v1::CreateRendezvous& req) {
 void WorkerDaemon::Impl::StartJob(const v1::Assignment& a) {
   std::lock_guard<std::mutex> lock(job_mu);
   if (!job_id.empty()) {
-    v1::ControlRequest res;
-    res.mutable_result()->set_job_id(a.job_id());
-    res.mutable_result()->set_rank(a.rank());
-    res.mutable_result()->set_code(static_cast<int>(absl::StatusCode::kFailedPrecondition));
-    res.mutable_result()->set_message(absl::StrFormat("worker %s is busy with job %s", opts.name, job_id));
-    Send(res);
+    Send(ResultMessage(a.job_id(), a.rank(),
+                       absl::FailedPreconditionError(absl::StrFormat(
+                           "worker %s is busy with job %s", opts.name, job_id))));
     return;
   }
   if (job_thread.joinable()) job_thread.join();  // the previous job has finished
@@ -433,12 +437,8 @@ void WorkerDaemon::Impl::RunJob(v1::Assignment a) {
     for (int i = 0; i < 20 && !job_cancel; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   if (!st.ok() && job_cancel) st = absl::CancelledError(std::string(st.message()));
-  v1::ControlRequest res;
+  v1::ControlRequest res = ResultMessage(a.job_id(), a.rank(), st);
   v1::WorkerResult* r = res.mutable_result();
-  r->set_job_id(a.job_id());
-  r->set_rank(a.rank());
-  r->set_code(static_cast<int>(st.code()));
-  r->set_message(std::string(st.message()));
   r->set_bytes_communicated(static_cast<int64_t>(bytes));
   *r->mutable_elapsed() = ToProto(absl::Now() - t0);
   if (st.ok() && a.rank() == 0) {
