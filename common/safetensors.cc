@@ -168,7 +168,8 @@ absl::Status CheckHeaderLength(uint64_t n, uint64_t file_bytes, absl::string_vie
   return absl::OkStatus();
 }
 
-// Reads and validates only the header of a .safetensors file (no mmap).
+}  // namespace
+
 absl::StatusOr<SafetensorsHeader> ReadHeaderOnly(const std::string& path) {
   uint64_t size = 0;
   DGPTQ_ASSIGN_OR_RETURN(const int fd, OpenRegularFile(path, &size));
@@ -183,6 +184,8 @@ absl::StatusOr<SafetensorsHeader> ReadHeaderOnly(const std::string& path) {
   ::close(fd);
   return header;
 }
+
+namespace {
 
 bool IsSafeShardName(const std::string& name) {
   return !name.empty() && name.find('/') == std::string::npos &&

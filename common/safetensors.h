@@ -41,6 +41,10 @@ absl::StatusOr<SafetensorsHeader> ParseSafetensorsHeader(std::string_view json,
                                                          uint64_t data_bytes,
                                                          std::string_view file);
 
+// Reads and validates only the header of a .safetensors file (no mmap). NotFound if
+// missing; InvalidArgument naming the file if truncated or malformed.
+absl::StatusOr<SafetensorsHeader> ReadHeaderOnly(const std::string& path);
+
 // One mmap'ed .safetensors file. Views stay valid while the object lives.
 // Thread-safe for concurrent reads after Open.
 class SafetensorsFile {

@@ -4,11 +4,15 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
+#include <filesystem>
+#include <functional>
 #include <cerrno>
 #include <limits>
 #include <set>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/json_util.h"
@@ -204,61 +208,139 @@ absl::Status SafetensorsFileWriter::Finish() {
 
 uint64_t SafetensorsFileWriter::data_bytes() const { return impl_->offset; }
 
+namespace {
+
+constexpr char kPartSuffix[] = ".part.safetensors";
+constexpr char kIndexFile[] = "model.safetensors.index.json";
+
+bool IsPartName(const std::string& part) {
+  if (part.empty() || part.size() > 200 || part.front() == '.') return false;
+  for (char c : part) {
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '-' && c != '_') {
+      return false;
+    }
+  }
+  return true;
+}
+
+std::string PartPath(const std::string& dir, const std::string& part) {
+  return absl::StrCat(dir, "/", part, kPartSuffix);
+}
+
+// Part name -> its tensors, read from the headers; `files` gets part name -> file name.
+absl::StatusOr<std::map<std::string, std::vector<TensorInfo>>> ReadParts(
+    const std::string& dir, uint64_t* total_bytes) {
+  std::map<std::string, std::vector<TensorInfo>> parts;
+  std::error_code ec;
+  std::filesystem::directory_iterator it(dir, ec);
+  if (ec) return absl::Status(absl::ErrnoToStatusCode(ec.value()), dir + ": " + ec.message());
+  const std::string suffix = kPartSuffix;
+  for (const auto& e : it) {
+    const std::string file = e.path().filename().string();
+    if (file.size() <= suffix.size() || !absl::EndsWith(file, suffix)) continue;
+    const std::string part = file.substr(0, file.size() - suffix.size());
+    if (!IsPartName(part)) continue;
+    DGPTQ_ASSIGN_OR_RETURN(SafetensorsHeader h, ReadHeaderOnly(e.path().string()));
+    for (const TensorInfo& t : h.tensors) *total_bytes += t.end - t.begin;
+    parts[part] = std::move(h.tensors);
+  }
+  return parts;
+}
+
+// Tensor -> the file holding it, over `parts` named by `file_of`; InvalidArgument for a
+// tensor in two parts.
+absl::StatusOr<json> WeightMap(const std::map<std::string, std::vector<TensorInfo>>& parts,
+                               const std::function<std::string(const std::string&)>& file_of) {
+  json map = json::object();
+  std::map<std::string, std::string> owner;
+  for (const auto& [part, tensors] : parts) {
+    for (const TensorInfo& t : tensors) {
+      auto [it, fresh] = owner.emplace(t.name, part);
+      if (!fresh) {
+        return absl::InvalidArgumentError(absl::StrCat("tensor '", t.name, "' is in parts ",
+                                                       it->second, " and ", part));
+      }
+      map[t.name] = file_of(part);
+    }
+  }
+  return map;
+}
+
+absl::Status WriteIndex(const std::string& dir, const json& weight_map, uint64_t total_bytes) {
+  const json index = {{"metadata", {{"total_size", total_bytes}}}, {"weight_map", weight_map}};
+  return WriteFileAtomic(absl::StrCat(dir, "/", kIndexFile), index.dump(2) + "\n");
+}
+
+}  // namespace
+
 struct ShardedWriter::Impl {
   std::string dir;
   uint64_t max_shard_bytes = 0;
   std::unique_ptr<SafetensorsFileWriter> current;
-  std::vector<std::string> partials;                  // finished shards, under temporary names
-  std::vector<std::vector<std::string>> shard_names;  // tensors of each shard, current included
+  std::string part;  // of `current`
+  bool named = false;
+  int auto_parts = 0;
   std::set<std::string, std::less<>> names;
-  uint64_t total_bytes = 0;
+  std::set<std::string> parts_used;
+  std::vector<std::string> auto_written;  // ended automatic parts: removed if unfinished
   bool finished = false;
   absl::Status failed;  // sticky I/O error
 
   ~Impl() {
     current.reset();  // removes its own temporaries
     if (!finished) {
-      for (const std::string& p : partials) ::unlink(p.c_str());
+      for (const std::string& p : auto_written) ::unlink(PartPath(dir, p).c_str());
     }
   }
-  // Hidden, per-process name of a shard until Publish() knows the shard count.
-  std::string PartialPath(size_t shard) const {
-    return TempPathFor(absl::StrFormat("%s/.model-%05d.safetensors.partial", dir, shard + 1));
+
+  absl::Status Start(const std::string& name, bool is_named) {
+    if (!parts_used.insert(name).second) {
+      return absl::InvalidArgumentError(absl::StrCat(dir, ": part '", name, "' was already written"));
+    }
+    // transformers refuses shards without {"format": "pt"} metadata.
+    DGPTQ_ASSIGN_OR_RETURN(current,
+                           SafetensorsFileWriter::Create(PartPath(dir, name), {{"format", "pt"}}));
+    part = name;
+    named = is_named;
+    return absl::OkStatus();
   }
-  absl::Status StartShard();
-  absl::Status FinishShard();
+  absl::Status End() {
+    if (current == nullptr) return absl::OkStatus();
+    const bool empty = current->data_bytes() == 0 && current_tensors == 0;
+    absl::Status st = empty ? absl::OkStatus() : current->Finish();
+    if (st.ok() && !empty && !named) auto_written.push_back(part);
+    current.reset();  // an empty part's temporaries are removed unwritten
+    current_tensors = 0;
+    return st;
+  }
+  int64_t current_tensors = 0;
   absl::Status Publish();
 };
 
-absl::Status ShardedWriter::Impl::StartShard() {
-  // transformers refuses shards without {"format": "pt"} metadata.
-  DGPTQ_ASSIGN_OR_RETURN(
-      current, SafetensorsFileWriter::Create(PartialPath(partials.size()), {{"format", "pt"}}));
-  shard_names.emplace_back();
-  return absl::OkStatus();
-}
-
-absl::Status ShardedWriter::Impl::FinishShard() {
-  DGPTQ_RETURN_IF_ERROR(current->Finish());
-  partials.push_back(PartialPath(partials.size()));
-  current.reset();
-  return absl::OkStatus();
-}
-
-// Renames the finished shards to their final names and writes the index (several shards).
+// Renames every part of the directory to its shard name and writes the index (or removes
+// a stale one when a single model.safetensors results).
 absl::Status ShardedWriter::Impl::Publish() {
-  const size_t n = partials.size();
-  json weight_map = json::object();
-  for (size_t i = 0; i < n; ++i) {
-    const std::string file = n == 1 ? std::string("model.safetensors")
-                                    : absl::StrFormat("model-%05d-of-%05d.safetensors", i + 1, n);
-    const std::string path = absl::StrCat(dir, "/", file);
-    if (::rename(partials[i].c_str(), path.c_str()) != 0) {
-      return ErrnoStatus(errno, "rename to " + path, partials[i]);
-    }
-    for (const std::string& name : shard_names[i]) weight_map[name] = file;
+  uint64_t total_bytes = 0;
+  DGPTQ_ASSIGN_OR_RETURN(auto parts, ReadParts(dir, &total_bytes));
+  std::map<std::string, std::string> file_of;
+  const size_t n = std::max<size_t>(parts.size(), 1);
+  for (const auto& [p, tensors] : parts) {
+    const size_t i = file_of.size();
+    file_of[p] = n == 1 ? std::string("model.safetensors")
+                        : absl::StrFormat("model-%05d-of-%05d.safetensors", i + 1, n);
   }
-  const std::string index_path = absl::StrCat(dir, "/model.safetensors.index.json");
+  DGPTQ_ASSIGN_OR_RETURN(json weight_map,
+                         WeightMap(parts, [&](const std::string& p) { return file_of.at(p); }));
+  if (parts.empty()) {  // an empty checkpoint
+    DGPTQ_ASSIGN_OR_RETURN(auto w, SafetensorsFileWriter::Create(absl::StrCat(dir, "/model.safetensors"),
+                                                                 {{"format", "pt"}}));
+    DGPTQ_RETURN_IF_ERROR(w->Finish());
+  }
+  for (const auto& [p, file] : file_of) {
+    const std::string from = PartPath(dir, p), to = absl::StrCat(dir, "/", file);
+    if (::rename(from.c_str(), to.c_str()) != 0) return ErrnoStatus(errno, "rename to " + to, from);
+  }
+  const std::string index_path = absl::StrCat(dir, "/", kIndexFile);
   if (n == 1) {
     // A stale index from an earlier write would shadow model.safetensors for readers.
     if (::unlink(index_path.c_str()) != 0 && errno != ENOENT) {
@@ -266,8 +348,7 @@ absl::Status ShardedWriter::Impl::Publish() {
     }
     return SyncParentDir(index_path);
   }
-  const json index = {{"metadata", {{"total_size", total_bytes}}}, {"weight_map", weight_map}};
-  return WriteFileAtomic(index_path, index.dump(2) + "\n");
+  return WriteIndex(dir, weight_map, total_bytes);
 }
 
 ShardedWriter::ShardedWriter(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -295,38 +376,88 @@ absl::Status ShardedWriter::Add(const std::string& name, const TensorView& t) {
   }
   const absl::StatusOr<uint64_t> bytes = ViewBytes(name, t);
   if (!bytes.ok()) return Annotate(bytes.status(), w.dir);
-  // Roll over when this tensor would overflow a non-empty shard; a tensor larger than
-  // the cap gets a shard of its own.
+  // Outside a named part, roll over when this tensor would overflow a non-empty automatic
+  // part; a tensor larger than the cap gets a part of its own.
   absl::Status st;
-  if (w.current != nullptr && w.current->data_bytes() > 0 &&
+  if (w.current != nullptr && !w.named && w.current->data_bytes() > 0 &&
       w.current->data_bytes() + *bytes > w.max_shard_bytes) {
-    st = w.FinishShard();
+    st = w.End();
   }
-  if (st.ok() && w.current == nullptr) st = w.StartShard();
+  if (st.ok() && w.current == nullptr) {
+    st = w.Start(absl::StrFormat("auto-%05d", ++w.auto_parts), false);
+  }
   if (st.ok()) st = w.current->Add(name, t);
   if (!st.ok()) {
     w.failed = st;
     return st;
   }
+  ++w.current_tensors;
   w.names.insert(name);
-  w.shard_names.back().push_back(name);
-  w.total_bytes += *bytes;
   return absl::OkStatus();
+}
+
+absl::Status ShardedWriter::BeginPart(const std::string& part) {
+  Impl& w = *impl_;
+  if (w.finished) return absl::FailedPreconditionError(w.dir + ": writer already finished");
+  if (!w.failed.ok()) return Annotate(w.failed, w.dir + ": writer failed earlier");
+  if (!IsPartName(part) || absl::StartsWith(part, "auto-")) {
+    return absl::InvalidArgumentError(absl::StrCat("invalid part name '", part, "'"));
+  }
+  absl::Status st = w.End();
+  if (st.ok()) st = w.Start(part, true);
+  if (!st.ok()) w.failed = st;
+  return st;
+}
+
+absl::Status ShardedWriter::EndPart() {
+  Impl& w = *impl_;
+  if (!w.failed.ok()) return Annotate(w.failed, w.dir + ": writer failed earlier");
+  absl::Status st = w.End();
+  if (!st.ok()) w.failed = st;
+  return st;
 }
 
 absl::Status ShardedWriter::Finish() {
   Impl& w = *impl_;
   if (w.finished) return absl::FailedPreconditionError(w.dir + ": writer already finished");
   if (!w.failed.ok()) return Annotate(w.failed, w.dir + ": writer failed earlier");
-  absl::Status st;
-  if (w.current == nullptr && w.partials.empty()) st = w.StartShard();  // empty checkpoint
-  if (st.ok() && w.current != nullptr) st = w.FinishShard();
+  absl::Status st = w.End();
   if (st.ok()) st = w.Publish();
   if (!st.ok()) {
     w.failed = st;
     return st;
   }
   w.finished = true;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::map<std::string, std::vector<std::string>>> ListParts(
+    const std::string& dir) {
+  uint64_t total = 0;
+  DGPTQ_ASSIGN_OR_RETURN(auto parts, ReadParts(dir, &total));
+  std::map<std::string, std::vector<std::string>> out;
+  for (const auto& [p, tensors] : parts) {
+    std::vector<std::string>& names = out[p];
+    for (const TensorInfo& t : tensors) names.push_back(t.name);
+  }
+  return out;
+}
+
+absl::Status WritePartsIndex(const std::string& dir) {
+  uint64_t total = 0;
+  DGPTQ_ASSIGN_OR_RETURN(auto parts, ReadParts(dir, &total));
+  DGPTQ_ASSIGN_OR_RETURN(json weight_map, WeightMap(parts, [](const std::string& p) {
+                           return absl::StrCat(p, kPartSuffix);
+                         }));
+  return WriteIndex(dir, weight_map, total);
+}
+
+absl::Status RemoveParts(const std::string& dir, const std::vector<std::string>& parts) {
+  for (const std::string& p : parts) {
+    if (!IsPartName(p)) return absl::InvalidArgumentError(absl::StrCat("invalid part name '", p, "'"));
+    const std::string path = PartPath(dir, p);
+    if (::unlink(path.c_str()) != 0 && errno != ENOENT) return ErrnoStatus(errno, "remove", path);
+  }
   return absl::OkStatus();
 }
 

@@ -191,6 +191,72 @@ TEST(ShardedWriterTest, OneShardIsModelSafetensors) {
             absl::StatusCode::kNotFound);
 }
 
+// Two writers fill one directory with named parts; an abandoned writer's named parts stay
+// (a resumed run keeps them); Finish publishes every part in name order.
+TEST(ShardedWriterTest, NamedPartsOfSeveralWritersArePublishedInOrder) {
+  TempDir dir;
+  const Owned a = Make(DType::kF32, {4}, 1), b = Make(DType::kF16, {6}, 2), c = Make(DType::kI32, {3}, 3);
+  {
+    auto w1 = ShardedWriter::Create(dir.path(), 1 << 20);
+    ASSERT_TRUE(w1.ok());
+    ASSERT_TRUE((*w1)->BeginPart("layer-1").ok());
+    ASSERT_TRUE((*w1)->Add("b", b.view()).ok());
+    ASSERT_TRUE((*w1)->EndPart().ok());
+    ASSERT_TRUE((*w1)->BeginPart("layer-2").ok());  // empty: no file
+    ASSERT_TRUE((*w1)->EndPart().ok());
+    EXPECT_EQ((*w1)->BeginPart("layer-1").code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_EQ((*w1)->BeginPart("../x").code(), absl::StatusCode::kInvalidArgument);
+  }  // abandoned
+  auto parts = ListParts(dir.path());
+  ASSERT_TRUE(parts.ok()) << parts.status();
+  EXPECT_EQ(*parts, (std::map<std::string, std::vector<std::string>>{{"layer-1", {"b"}}}));
+  ASSERT_TRUE(WritePartsIndex(dir.path()).ok());
+  auto partial = Checkpoint::Open(dir.path());  // readable before publishing
+  ASSERT_TRUE(partial.ok()) << partial.status();
+  ExpectSame(*(*partial)->Get("b"), b);
+
+  auto w2 = ShardedWriter::Create(dir.path(), 1 << 20);
+  ASSERT_TRUE(w2.ok());
+  ASSERT_TRUE((*w2)->BeginPart("layer-0").ok());
+  ASSERT_TRUE((*w2)->Add("a", a.view()).ok());
+  ASSERT_TRUE((*w2)->BeginPart("stale").ok());
+  ASSERT_TRUE((*w2)->Add("s", c.view()).ok());
+  ASSERT_TRUE((*w2)->EndPart().ok());
+  ASSERT_TRUE(RemoveParts(dir.path(), {"stale", "missing"}).ok());
+  ASSERT_TRUE((*w2)->BeginPart("z-last").ok());
+  ASSERT_TRUE((*w2)->Add("c", c.view()).ok());
+  ASSERT_TRUE((*w2)->Finish().ok());
+  EXPECT_EQ(ListDir(dir.path()),
+            (std::set<std::string>{"model-00001-of-00003.safetensors",
+                                   "model-00002-of-00003.safetensors",
+                                   "model-00003-of-00003.safetensors",
+                                   "model.safetensors.index.json"}));
+  const nlohmann::json index = nlohmann::json::parse(*ReadFile(dir / "model.safetensors.index.json"));
+  const nlohmann::json want = {{"a", "model-00001-of-00003.safetensors"},
+                               {"b", "model-00002-of-00003.safetensors"},
+                               {"c", "model-00003-of-00003.safetensors"}};
+  EXPECT_EQ(index["weight_map"], want);
+  auto ckpt = Checkpoint::Open(dir.path());
+  ASSERT_TRUE(ckpt.ok()) << ckpt.status();
+  ExpectSame(*(*ckpt)->Get("a"), a);
+  ExpectSame(*(*ckpt)->Get("c"), c);
+}
+
+TEST(ShardedWriterTest, TensorInTwoPartsIsRefused) {
+  TempDir dir;
+  const Owned a = Make(DType::kF32, {4}, 1);
+  for (const char* part : {"p1", "p2"}) {
+    auto w = ShardedWriter::Create(dir.path(), 1 << 20);
+    ASSERT_TRUE(w.ok());
+    ASSERT_TRUE((*w)->BeginPart(part).ok());
+    ASSERT_TRUE((*w)->Add("a", a.view()).ok());
+    ASSERT_TRUE((*w)->EndPart().ok());
+  }
+  const absl::Status st = WritePartsIndex(dir.path());
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(st.message().find("p1 and p2"), std::string::npos) << st;
+}
+
 TEST(JsonUtilTest, ReadAndAtomicWrite) {
   TempDir dir;
   const std::string path = dir / "f.json";

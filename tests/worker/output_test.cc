@@ -166,7 +166,7 @@ TEST_F(OutputTest, ConfigAndTokenizerFiles) {
   EXPECT_TRUE((*ck)->Has("model.layers.0.mlp.up_proj.weight_g_idx"));
   EXPECT_EQ((*(*ck)->Info("model.layers.0.mlp.up_proj.weight_scale")).dtype, DType::kBF16);
   for (const auto& e : fs::directory_iterator(tmp_.path())) {  // no staging left behind
-    EXPECT_EQ(e.path().filename().string().find(".partial-"), std::string::npos) << e.path();
+    EXPECT_EQ(e.path().filename().string().find(".partial"), std::string::npos) << e.path();
   }
 }
 

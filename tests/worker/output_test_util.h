@@ -268,7 +268,7 @@ inline ProcResult MakeSmallModel(const std::string& model, int layers, const std
 inline bool HasStaging(const std::string& dir) {
   for (const auto& e : fs::directory_iterator(dir)) {
     const std::string n = e.path().filename().string();
-    if (n.find(".partial-") != std::string::npos || n.find(".old-") != std::string::npos) {
+    if (n.find(".partial") != std::string::npos || n.find(".old-") != std::string::npos) {
       return true;
     }
   }

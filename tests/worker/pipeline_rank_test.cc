@@ -2,6 +2,8 @@
 // compared with the one-process run; and the wire form of a module's result.
 #include <gtest/gtest.h>
 
+#include "common/safetensors_writer.h"
+
 #include <filesystem>
 #include <thread>
 
@@ -73,8 +75,10 @@ class RankPipeline : public ::testing::Test {
   }
   // Runs `world` ranks as threads; group g of layer l is owned by rank (l + g) % world;
   // shards as the planner makes them (the last rank takes the remainder).
+  // With stop_rank >= 0, that rank is cancelled once it wrote `stop_after` layers.
   std::vector<absl::StatusOr<QuantizeReport>> RunRanks(const QuantizeOptions& o, int world,
-                                                       std::vector<ProgressEvent>* events) {
+                                                       std::vector<ProgressEvent>* events,
+                                                       int stop_rank = -1, int stop_after = 0) {
     auto listener = HostListener::Bind("127.0.0.1:0");
     EXPECT_TRUE(listener.ok()) << listener.status();
     const std::string address = (*listener)->address();
@@ -102,10 +106,16 @@ class RankPipeline : public ::testing::Test {
         };
         ctx.window_begin = r * base;
         ctx.window_end = r + 1 == world ? o.samples : (r + 1) * base;
+        int writes = 0;
+        ctx.cancelled = [&writes, r, stop_rank, stop_after] {
+          return r == stop_rank && writes >= stop_after;
+        };
         out[r] = QuantizeRank(o, ctx, [&](const ProgressEvent& e) {
           std::lock_guard<std::mutex> lock(mu);
+          if (e.phase == "write" && e.layer >= 0) ++writes;
           if (events) events->push_back(e);
         });
+        comm->reset();  // closing the connections is what the peers notice
       });
     }
     for (auto& t : threads) t.join();
@@ -163,7 +173,39 @@ TEST_F(RankPipeline, ThreeRanksMatchOneProcess) {
     EXPECT_EQ(c.at(name).codes, q.codes) << name;
     EXPECT_EQ(c.at(name).scales, q.scales) << name;
   }
-  // Only rank 0 writes: the other ranks leave nothing behind.
+  // Every rank wrote its parts into the one partial output, which rank 0 published.
+  EXPECT_FALSE(HasStaging(tmp_.path()));
+}
+
+// A job stopped after some layers (a rank cancelled, its peers failing) leaves its finished
+// layers in <out>.partial; a run on another number of ranks goes on from there, and the
+// codes and scales are those of an uninterrupted one-process run.
+TEST_F(RankPipeline, ResumesOnOtherRanksWithTheSameCodes) {
+  const QuantizeOptions one = Options("one");
+  ASSERT_TRUE(Quantize(one, nullptr).ok());
+  QuantizeOptions o = Options("resumed");
+  auto stopped = RunRanks(o, 3, nullptr, /*stop_rank=*/1, /*stop_after=*/2);
+  EXPECT_EQ(stopped[1].status().code(), absl::StatusCode::kCancelled) << stopped[1].status();
+  EXPECT_FALSE(std::filesystem::exists(o.out_dir));
+  auto parts = ListParts(PartialDir(o.out_dir));
+  ASSERT_TRUE(parts.ok()) << parts.status();
+  // Layer 0 is surely complete: every rank wrote it before layer 1's collectives.
+  for (int r = 0; r < 3; ++r) {
+    EXPECT_TRUE(parts->count(absl::StrFormat("layer-00000.rank-%03d", r))) << r;
+  }
+
+  o.resume = ResumeMode::kIfMatching;
+  auto resumed = RunRanks(o, 2, nullptr);
+  for (auto& r : resumed) ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_GE(resumed[0]->resumed_layers, 1);
+  EXPECT_EQ(resumed[1]->resumed_layers, resumed[0]->resumed_layers);
+  const auto a = LoadQuantizedModules(one.out_dir);
+  const auto b = LoadQuantizedModules(o.out_dir);
+  ASSERT_EQ(b.size(), a.size());
+  for (const auto& [name, q] : a) {
+    EXPECT_EQ(b.at(name).codes, q.codes) << name;
+    EXPECT_EQ(b.at(name).scales, q.scales) << name;
+  }
   EXPECT_FALSE(HasStaging(tmp_.path()));
 }
 
@@ -237,6 +279,10 @@ TEST_F(RankPipeline, CancelledRankStopsItsPeers) {
   EXPECT_EQ(st[1].code(), absl::StatusCode::kCancelled) << st[1];
   EXPECT_FALSE(st[0].ok());
   EXPECT_FALSE(std::filesystem::exists(o.out_dir));
+  // The finished layer stays in the partial output, for a later run to resume.
+  auto parts = ListParts(PartialDir(o.out_dir));
+  ASSERT_TRUE(parts.ok()) << parts.status();
+  EXPECT_TRUE(parts->count("layer-00000.rank-000"));
 }
 
 }  // namespace

@@ -4,11 +4,15 @@
 
 #include <gtest/gtest.h>
 
+#include <csignal>
 #include <filesystem>
+#include <set>
+#include <thread>
 
 #include "absl/strings/str_format.h"
 
 #include "common/token_data.h"
+#include "tests/subprocess.h"
 #include "tests/test_util.h"
 #include "tests/worker/pipeline_test_util.h"
 #include "worker/model/eval.h"
@@ -86,10 +90,14 @@ class PipelineInput : public ::testing::Test {
     edit(j);
     Spit(model_ + "/config.json", j.dump());
   }
-  // The failed run left nothing under the output name, nor any staging directory.
+  // The failed run left nothing under the output name; a partial output stays only when it
+  // holds finished layers (for --resume).
   void ExpectNoOutput(const QuantizeOptions& o) {
     EXPECT_FALSE(fs::exists(o.out_dir)) << o.out_dir;
-    EXPECT_FALSE(HasStaging(tmp_.path()));
+    const std::string partial = PartialDir(o.out_dir);
+    if (fs::exists(partial)) {
+      EXPECT_TRUE(fs::exists(partial + "/layer-00000.rank-000.part.safetensors")) << partial;
+    }
   }
   TempDir tmp_;
   std::string model_, calib_;
@@ -180,12 +188,19 @@ TEST_F(PipelineInput, TrueSequentialAndFormatsAgreeOnCodes) {
   auto rg = ModelReader::Open(g.out_dir);
   auto rc = ModelReader::Open(c.out_dir);
   ASSERT_TRUE(rg.ok() && rc.ok());
+  // Each format's stored scales (fp16 for GPTQ, the model's bf16 for compressed-tensors)
+  // make the weights the next layers are calibrated on: layer 0 agrees exactly, later ones
+  // on nearly every code.
+  int64_t same = 0, total = 0;
   for (const std::string& m : (*rg)->QuantizedModules()) {
     auto a = (*rg)->LoadQuantized(m);
     auto b = (*rc)->LoadQuantized(m);
     ASSERT_TRUE(a.ok() && b.ok()) << m;
-    EXPECT_EQ(a->codes, b->codes) << m;
+    if (m.find("layers.0.") != std::string::npos) EXPECT_EQ(a->codes, b->codes) << m;
+    for (size_t i = 0; i < a->codes.size(); ++i) same += a->codes[i] == b->codes[i];
+    total += static_cast<int64_t>(a->codes.size());
   }
+  EXPECT_GT(static_cast<double>(same) / static_cast<double>(total), 0.98) << same << " of " << total;
   QuantizeOptions t = Options("ts");
   t.true_sequential = true;
   auto rt = Quantize(t, nullptr);
@@ -207,6 +222,56 @@ TEST_F(PipelineInput, CommandLine) {
   EXPECT_EQ(RunDgptq("quantize --model " + model_).code, 2);
   EXPECT_EQ(RunDgptq("quantize --model /nonexistent --calib " + calib_ +
                                      " --out " + tmp_ / "x").code, 1);
+}
+
+// `dgptq quantize` killed with SIGKILL after its first layer keeps the finished layers in
+// OUT.partial; `--resume` with other settings is refused and leaves them alone; `--resume`
+// with the same settings goes on from there and writes exactly the files of an
+// uninterrupted run.
+TEST_F(PipelineInput, KilledRunResumesWithTheSameOutput) {
+  const std::string model = tmp_ / "model4";
+  auto m = RunDgptq("make-model --out " + model + " --hidden 256 --layers 4 --heads 4 "
+                    "--kv-heads 2 --intermediate 512 --vocab 300 --max-position 256");
+  ASSERT_EQ(m.code, 0) << m.output;
+  const std::string args = " --model " + model + " --calib " + calib_ +
+                           " --samples 64 --seq-len 64 --group-size 64 --act-order --threads 1";
+  const std::string whole = tmp_ / "whole", out = tmp_ / "resumed";
+  auto ref = RunDgptq("quantize" + args + " --out " + whole);
+  ASSERT_EQ(ref.code, 0) << ref.output;
+
+  const std::string log = tmp_ / "killed.log";
+  {
+    dgptq::testing::Subprocess p({std::string(DGPTQ_BINARY_DIR) + "/worker/dgptq", "quantize",
+                                  "--model", model, "--calib", calib_, "--samples", "64",
+                                  "--seq-len", "64", "--group-size", "64", "--act-order",
+                                  "--threads", "1", "--out", out},
+                                 log);
+    const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    while (p.running() && std::chrono::steady_clock::now() < end &&
+           p.Log().find("\"phase\":\"write\",\"layer\":0") == std::string::npos) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+    p.Signal(SIGKILL);
+    p.Wait(std::chrono::seconds(10));
+  }
+  ASSERT_FALSE(fs::exists(out)) << "the run finished before it was killed";
+  ASSERT_TRUE(fs::exists(PartialDir(out) + "/layer-00000.rank-000.part.safetensors"));
+
+  auto other = RunDgptq("quantize" + args + " --out " + out + " --seed 7 --resume");
+  EXPECT_EQ(other.code, 1) << other.output;
+  EXPECT_NE(other.output.find("other settings"), std::string::npos) << other.output;
+  EXPECT_TRUE(fs::exists(PartialDir(out) + "/layer-00000.rank-000.part.safetensors"));
+
+  auto resumed = RunDgptq("quantize" + args + " --out " + out + " --resume");
+  ASSERT_EQ(resumed.code, 0) << resumed.output;
+  EXPECT_EQ(resumed.output.find("\"resumed_layers\":0"), std::string::npos) << resumed.output;
+  std::set<std::string> files;
+  for (const auto& e : fs::directory_iterator(whole)) files.insert(e.path().filename().string());
+  std::set<std::string> got;
+  for (const auto& e : fs::directory_iterator(out)) got.insert(e.path().filename().string());
+  EXPECT_EQ(got, files);
+  for (const std::string& f : files) EXPECT_EQ(Slurp(out + "/" + f), Slurp(whole + "/" + f)) << f;
+  EXPECT_FALSE(HasStaging(tmp_.path()));
 }
 
 TEST_F(PipelineInput, CpuAndCudaAgreeOnCodes) {

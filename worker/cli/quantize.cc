@@ -1,5 +1,6 @@
 // `dgptq quantize`: the whole pipeline in one process; `dgptq eval`: perplexity.
 #include <cstdio>
+#include <filesystem>
 #include <memory>
 #include <string>
 
@@ -19,6 +20,7 @@ struct QuantizeFlags {
   worker::QuantizeOptions o;
   std::string format = "gptq", device = "cpu";
   bool asym = false;
+  bool resume = false;
 };
 
 std::string ReportJson(const worker::QuantizeReport& r, const std::string& out) {
@@ -35,9 +37,9 @@ std::string ReportJson(const worker::QuantizeReport& r, const std::string& out) 
   return absl::StrFormat(
       "{\"event\":\"report\",\"out\":%s,\"device\":%s,\"samples\":%d,\"seq_len\":%d,"
       "\"total_seconds\":%.3f,\"peak_rss_bytes\":%d,\"peak_device_bytes\":%d,"
-      "\"phase_seconds\":{%s},\"modules\":[%s]}",
+      "\"resumed_layers\":%d,\"phase_seconds\":{%s},\"modules\":[%s]}",
       JsonString(out), JsonString(r.device), r.samples, r.seq_len, r.total_seconds,
-      r.peak_rss_bytes, r.peak_device_bytes, phases, modules);
+      r.peak_rss_bytes, r.peak_device_bytes, r.resumed_layers, phases, modules);
 }
 
 int RunQuantize(QuantizeFlags& f) {
@@ -51,11 +53,17 @@ int RunQuantize(QuantizeFlags& f) {
   }
   f.o.format = *fmt;
   f.o.device = *dev;
+  if (f.resume) f.o.resume = worker::ResumeMode::kRequired;
   ProgressPrinter printer;
   auto report = worker::Quantize(f.o, [&](const worker::ProgressEvent& e) { printer(e); });
   printer.Finish();
   if (!report.ok()) {
     std::fprintf(stderr, "dgptq quantize: %s\n", report.status().ToString().c_str());
+    const std::string partial = worker::PartialDir(f.o.out_dir);
+    if (std::filesystem::exists(partial + "/dgptq-partial.json")) {
+      std::fprintf(stderr, "dgptq quantize: the finished layers are kept in %s; run again with "
+                   "--resume to go on from there\n", partial.c_str());
+    }
     return kExitFailed;
   }
   std::printf("%s\n", ReportJson(*report, f.o.out_dir).c_str());
@@ -109,6 +117,9 @@ Command AddQuantizeCommand(CLI::App& app) {
   c->add_option("--gpu", o.gpu, "CUDA device ordinal");
   c->add_flag("--rtn", o.rtn, "round to nearest (no calibration)");
   c->add_flag("--overwrite", o.overwrite, "replace an existing output model");
+  c->add_flag("--resume", f->resume,
+              "keep the finished layers of an interrupted run (OUT.partial, same settings) and "
+              "go on from the first unfinished one");
   return {c, [f] { return RunQuantize(*f); }};
 }
 

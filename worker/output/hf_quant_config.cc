@@ -410,4 +410,34 @@ absl::StatusOr<std::optional<QuantConfig>> ParseDequantizedRecord(const std::str
   return std::optional<QuantConfig>(q);
 }
 
+std::optional<DType> StoredScaleDType(OutputFormat f, DType model_dtype) {
+  switch (f) {
+    case OutputFormat::kGptq:
+      return DType::kF16;
+    case OutputFormat::kCompressedTensors:
+      return model_dtype;
+    case OutputFormat::kDequantized:
+      break;
+  }
+  return std::nullopt;
+}
+
+void RoundScales(kernels::QuantizedWeight* q, DType dtype) {
+  std::vector<uint16_t> narrow(q->scales.size());
+  ConvertFromF32(q->scales.data(), dtype, narrow.data(), narrow.size());
+  ConvertToF32(dtype, narrow.data(), q->scales.data(), narrow.size());
+}
+
+std::string StoredTensorName(OutputFormat f, const std::string& module) {
+  switch (f) {
+    case OutputFormat::kGptq:
+      return module + ".qweight";
+    case OutputFormat::kCompressedTensors:
+      return module + ".weight_packed";
+    case OutputFormat::kDequantized:
+      break;
+  }
+  return module + ".weight";
+}
+
 }  // namespace dgptq::worker

@@ -12,6 +12,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "common/dtype.h"
 #include "common/quant_config.h"
 #include "kernels/packing.h"
 
@@ -43,6 +44,16 @@ CtActOrder CtActOrderOf(const QuantConfig& q);
 bool GptqDescAct(const QuantConfig& q);
 // Whether q.g_idx[c] == c / group_size (0 for per channel) for every column.
 bool IsImplicitGIdx(const kernels::QuantizedWeight& q);
+
+// The dtype a format stores scales in: F16 for GPTQ, the model dtype (F16 or BF16) for
+// compressed-tensors; nullopt for the dequantized format (it stores fp32 weights).
+std::optional<DType> StoredScaleDType(OutputFormat f, DType model_dtype);
+// Rounds q's scales to `dtype` (kF16 or kBF16), so q dequantizes to exactly what a reader
+// of the stored checkpoint gets.
+void RoundScales(kernels::QuantizedWeight* q, DType dtype);
+// The tensor whose presence in a checkpoint of format `f` shows `module` was written:
+// <module>.qweight, .weight_packed or .weight.
+std::string StoredTensorName(OutputFormat f, const std::string& module);
 
 // The quantization_config object as JSON text. `quantizer` is "dgptq:<version>".
 // info.format must be kGptq or kCompressedTensors.

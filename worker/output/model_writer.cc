@@ -8,6 +8,8 @@
 // dequantized: <m>.weight F32 = scale * (code - zero), [<m>.bias]; a plain checkpoint.
 #include "worker/output/model_writer.h"
 
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -16,6 +18,7 @@
 #include <filesystem>
 #include <utility>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/json_util.h"
@@ -155,6 +158,104 @@ absl::Status ValidateOptions(const WriterOptions& o) {
 
 }  // namespace
 
+std::string PartialDir(const std::string& out_dir) {
+  return Normalized(out_dir) + ".partial";
+}
+
+absl::Status RemovePartialOutput(const std::string& out_dir) {
+  std::error_code ec;
+  fs::remove_all(PartialDir(out_dir), ec);
+  if (ec) {
+    return absl::Status(absl::ErrnoToStatusCode(ec.value()),
+                        absl::StrCat("remove ", PartialDir(out_dir), ": ", ec.message()));
+  }
+  return absl::OkStatus();
+}
+
+namespace {
+
+constexpr char kPartialRecord[] = "dgptq-partial.json";
+
+// What a partial directory was made with: everything that decides its tensors.
+std::string PartialRecord(const WriterOptions& o) {
+  std::error_code ec;
+  const fs::path src = fs::weakly_canonical(o.src_model_dir, ec);
+  nlohmann::ordered_json j;
+  j["source"] = ec ? o.src_model_dir : src.string();
+  j["format"] = OutputFormatName(o.format);
+  j["quantization"] =
+      nlohmann::ordered_json::parse(BuildDequantizedRecord(o.quant), nullptr, false);
+  j["model_dtype"] = std::string(DTypeName(o.model_dtype));
+  j["ignore"] = o.ignore;
+  j["fingerprint"] = o.fingerprint;
+  return j.dump(2) + "\n";
+}
+
+// The first top-level key whose value differs between two records, with both values.
+std::string FirstDifference(const std::string& have, const std::string& want) {
+  const auto a = nlohmann::ordered_json::parse(have, nullptr, false);
+  const auto b = nlohmann::ordered_json::parse(want, nullptr, false);
+  if (!a.is_object()) return absl::StrCat(kPartialRecord, " is unreadable");
+  for (const auto& [key, value] : b.items()) {
+    if (!a.contains(key) || a[key] != value) {
+      return absl::StrCat(key, " was ", a.contains(key) ? a[key].dump() : "absent", ", now ",
+                          value.dump());
+    }
+  }
+  return "the record differs";
+}
+
+// Removes everything in `dir` except the parts (and, with keep_parts false, those too).
+absl::Status ClearDir(const std::string& dir, bool keep_parts) {
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    const std::string name = e.path().filename().string();
+    if (keep_parts && absl::EndsWith(name, ".part.safetensors")) continue;
+    fs::remove_all(e.path(), ec);
+    if (ec) break;
+  }
+  if (!ec) return absl::OkStatus();
+  return absl::Status(absl::ErrnoToStatusCode(ec.value()),
+                      absl::StrCat("clear ", dir, ": ", ec.message()));
+}
+
+}  // namespace
+
+// Creates or keeps the partial directory (per opts_.resume), locks it and records what it
+// is made with.
+absl::Status ModelWriter::PrepareStaging() {
+  const std::string record = PartialRecord(opts_);
+  if (::mkdir(staging_.c_str(), 0755) != 0 && errno != EEXIST) return Errno("mkdir", staging_);
+  lock_fd_ = ::open(staging_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (lock_fd_ < 0) return Errno("open", staging_);
+  if (::flock(lock_fd_, LOCK_EX | LOCK_NB) != 0) {
+    const int err = errno;
+    ::close(lock_fd_);
+    lock_fd_ = -1;
+    if (err == EWOULDBLOCK) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          staging_, " is locked: another dgptq process is writing ", opts_.out_dir));
+    }
+    return ErrnoStatus(err, "lock", staging_);
+  }
+  owner_ = true;  // from here on the directory is ours to keep or remove
+  absl::StatusOr<std::string> have = ReadFile(absl::StrCat(staging_, "/", kPartialRecord));
+  auto parts = ListParts(staging_);
+  const bool any = parts.ok() && !parts->empty();
+  const bool same = have.ok() && *have == record && parts.ok();
+  if (any && !same && opts_.resume == ResumeMode::kRequired) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "cannot resume ", staging_, ": it was made with other settings (",
+        have.ok() ? FirstDifference(*have, record) : std::string(have.status().message()),
+        "); remove it, or run without --resume to start over"));
+  }
+  resumed_ = any && same && opts_.resume != ResumeMode::kOff;
+  DGPTQ_RETURN_IF_ERROR(ClearDir(staging_, resumed_));
+  DGPTQ_RETURN_IF_ERROR(WriteFileAtomic(absl::StrCat(staging_, "/", kPartialRecord), record));
+  // For reading the finished layers back while resuming (ModelReader on the partial dir).
+  return WriteConfigs();
+}
+
 absl::StatusOr<std::unique_ptr<ModelWriter>> ModelWriter::Create(const WriterOptions& opts) {
   WriterOptions o = opts;
   if (!o.out_dir.empty()) o.out_dir = Normalized(o.out_dir);
@@ -167,20 +268,48 @@ absl::StatusOr<std::unique_ptr<ModelWriter>> ModelWriter::Create(const WriterOpt
     return absl::Status(absl::ErrnoToStatusCode(ec.value()),
                         absl::StrCat("create ", parent.string(), ": ", ec.message()));
   }
-  const std::string staging = absl::StrCat(w->opts_.out_dir, ".partial-", ::getpid());
-  fs::remove_all(staging, ec);  // a leftover of a crashed process that had our pid
-  if (::mkdir(staging.c_str(), 0755) != 0) return Errno("mkdir", staging);
-  w->staging_ = staging;
-  DGPTQ_ASSIGN_OR_RETURN(w->shards_, ShardedWriter::Create(staging, w->opts_.max_shard_bytes));
+  w->staging_ = PartialDir(w->opts_.out_dir);
+  DGPTQ_RETURN_IF_ERROR(w->PrepareStaging());
+  DGPTQ_ASSIGN_OR_RETURN(w->shards_, ShardedWriter::Create(w->staging_, w->opts_.max_shard_bytes));
   return w;
+}
+
+absl::StatusOr<std::unique_ptr<ModelWriter>> ModelWriter::Attach(const WriterOptions& opts) {
+  WriterOptions o = opts;
+  if (!o.out_dir.empty()) o.out_dir = Normalized(o.out_dir);
+  DGPTQ_RETURN_IF_ERROR(ValidateOptions(o));
+  std::unique_ptr<ModelWriter> w(new ModelWriter(std::move(o)));
+  w->staging_ = PartialDir(w->opts_.out_dir);
+  return w;  // shards_ once the owner made the directory (EnsureShards)
 }
 
 ModelWriter::~ModelWriter() {
   shards_.reset();  // removes its own temporaries first
-  if (!finished_ && !staging_.empty()) {
-    std::error_code ec;
-    fs::remove_all(staging_, ec);
+  if (owner_ && !finished_ && !staging_.empty()) {
+    auto parts = ListParts(staging_);
+    if (!opts_.keep_partial || !parts.ok() || parts->empty()) {
+      std::error_code ec;
+      fs::remove_all(staging_, ec);
+    }
   }
+  if (lock_fd_ >= 0) ::close(lock_fd_);
+}
+
+absl::Status ModelWriter::EnsureShards() {
+  if (shards_ != nullptr) return absl::OkStatus();
+  DGPTQ_ASSIGN_OR_RETURN(shards_, ShardedWriter::Create(staging_, opts_.max_shard_bytes));
+  return absl::OkStatus();
+}
+
+absl::Status ModelWriter::BeginPart(const std::string& part) {
+  if (finished_) return absl::FailedPreconditionError("writer already finished");
+  DGPTQ_RETURN_IF_ERROR(EnsureShards());
+  return shards_->BeginPart(part);
+}
+
+absl::Status ModelWriter::EndPart() {
+  if (shards_ == nullptr) return absl::OkStatus();
+  return shards_->EndPart();
 }
 
 absl::Status ModelWriter::CheckModule(const std::string& module, const QuantizedWeight& q,
@@ -214,6 +343,7 @@ absl::Status ModelWriter::AddQuantized(const std::string& module, const Quantize
   if (finished_) return absl::FailedPreconditionError("writer already finished");
   const std::string where = "module " + module;
   DGPTQ_RETURN_IF_ERROR(Annotate(CheckModule(module, q, bias), where));
+  DGPTQ_RETURN_IF_ERROR(EnsureShards());
   // A single group reads as group_size -1 or the configured size alike: store the latter.
   QuantizedWeight qq = q;
   qq.group_size = opts_.quant.group_size;
@@ -277,6 +407,7 @@ absl::Status ModelWriter::AddTensor(const std::string& name, const TensorView& t
     return absl::InvalidArgumentError(
         absl::StrCat("tensor ", name, ": its module was already added quantized"));
   }
+  DGPTQ_RETURN_IF_ERROR(EnsureShards());
   DGPTQ_RETURN_IF_ERROR(shards_->Add(name, t));
   plain_.insert(name);
   return absl::OkStatus();
@@ -298,7 +429,7 @@ absl::Status ModelWriter::WriteConfigs() const {
         Json::parse(BuildDequantizedRecord(opts_.quant), nullptr, /*allow_exceptions=*/false);
     return WriteFileAtomic(staging_ + "/config.json", config.dump(2) + "\n");
   }
-  HfQuantInfo info{opts_.format, opts_.quant, quantized_.count("lm_head") > 0, opts_.ignore};
+  HfQuantInfo info{opts_.format, opts_.quant, lm_head_quantized_, opts_.ignore};
   const Json qc = Json::parse(BuildQuantizationConfig(info, "dgptq:" DGPTQ_VERSION), nullptr,
                               /*allow_exceptions=*/false);
   config["quantization_config"] = qc;  // dtype / torch_dtype stay as the source has them
@@ -343,9 +474,20 @@ absl::Status ModelWriter::Commit() {
 
 absl::Status ModelWriter::Finish() {
   if (finished_) return absl::FailedPreconditionError("writer already finished");
+  if (!owner_) return absl::FailedPreconditionError("only the writer that owns " + staging_ + " publishes it");
+  DGPTQ_RETURN_IF_ERROR(shards_->EndPart());
+  DGPTQ_ASSIGN_OR_RETURN(const auto parts, ListParts(staging_));
+  for (const auto& [part, names] : parts) {
+    for (const std::string& n : names) {
+      lm_head_quantized_ = lm_head_quantized_ || n == "lm_head.qweight" || n == "lm_head.weight_packed";
+    }
+  }
   DGPTQ_RETURN_IF_ERROR(shards_->Finish());
   DGPTQ_RETURN_IF_ERROR(WriteConfigs());
   DGPTQ_RETURN_IF_ERROR(CopyTokenizerFiles());
+  if (::unlink(absl::StrCat(staging_, "/", kPartialRecord).c_str()) != 0 && errno != ENOENT) {
+    return Errno("remove", absl::StrCat(staging_, "/", kPartialRecord));
+  }
   return Commit();
 }
 

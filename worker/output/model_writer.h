@@ -5,9 +5,15 @@
 // checkpoint with no quantization_config. It evaluates what GPTQ produced for any bits,
 // groups and shapes (3 bits, rows or cols that no int32 packing divides), at fp32 size.
 //
-// Everything is staged in a sibling directory `<out_dir>.partial-<pid>`; Finish() moves
-// it under `out_dir` with one rename, so a crash or an error never leaves a half-written
-// checkpoint under the final name. Weights follow the project convention
+// Everything is staged in the sibling directory `<out_dir>.partial` (PartialDir());
+// Finish() moves it under `out_dir` with one rename, so a crash or an error never leaves a
+// half-written checkpoint under the final name. Tensors are written in parts
+// (common/safetensors_writer.h): the pipeline writes one part per layer and rank, so the
+// partial directory records which layers are done, and a run that stopped can be resumed
+// (ResumeMode). The partial directory also holds `dgptq-partial.json`, the settings it was
+// made with, and config.json. Several writers may fill one partial directory: the one
+// made by Create() owns it (locks it, publishes it); writers made by Attach() (the other
+// ranks of a job) only add parts. Weights follow the project convention
 // W[rows = out_features, cols = in_features].
 #pragma once
 
@@ -31,6 +37,13 @@ namespace dgptq::worker {
 
 // OutputFormat and ParseOutputFormat() come from worker/output/hf_quant_config.h.
 
+// What Create() does with a partial directory left by an earlier run.
+enum class ResumeMode {
+  kOff,         // remove it and start over
+  kIfMatching,  // keep it when made with the same settings, else start over
+  kRequired,    // keep it when made with the same settings, else FailedPrecondition
+};
+
 struct WriterOptions {
   std::string out_dir;
   std::string src_model_dir;  // config.json and tokenizer files are taken from here
@@ -45,7 +58,20 @@ struct WriterOptions {
   // GPTQ a `dynamic` "-:" exclusion per module other than lm_head; for dequantized only
   // refused by AddQuantized.
   std::vector<std::string> ignore;
+  // What else decides the tensors (calibration, seed, ...), as text: recorded with the
+  // options above in the partial directory; a partial directory is resumed only under the
+  // same settings and fingerprint.
+  std::string fingerprint;
+  ResumeMode resume = ResumeMode::kOff;
+  // Keep the partial directory when the writer is destroyed unfinished and it holds a part,
+  // for a later run to resume. Otherwise (or when it holds no part) it is removed.
+  bool keep_partial = false;
 };
+
+// `<out_dir>.partial`, where the output of out_dir is staged.
+std::string PartialDir(const std::string& out_dir);
+// Removes out_dir's partial directory (a cancelled job's); fine when there is none.
+absl::Status RemovePartialOutput(const std::string& out_dir);
 
 // Not thread-safe: one writer is driven by one thread.
 class ModelWriter {
@@ -55,8 +81,16 @@ class ModelWriter {
   // NotFound when
   // src_model_dir has no config.json; FailedPrecondition when out_dir exists and is
   // not empty (holds a model) and overwrite is false.
+  // The partial directory is created, or kept per opts.resume, locked (FailedPrecondition
+  // while another process holds it), and given dgptq-partial.json and config.json.
+  // kRequired with a partial directory of other settings: FailedPrecondition naming the
+  // first setting that differs.
   static absl::StatusOr<std::unique_ptr<ModelWriter>> Create(const WriterOptions& opts);
-  // Removes the staging directory unless Finish() succeeded.
+  // A writer of parts into the partial directory that another process's Create() makes
+  // (the other ranks of a job); it cannot Finish() and never removes the directory, which
+  // must exist by the first EndPart(). The same InvalidArgument checks as Create().
+  static absl::StatusOr<std::unique_ptr<ModelWriter>> Attach(const WriterOptions& opts);
+  // Removes the partial directory unless Finish() succeeded or it is kept (keep_partial).
   ~ModelWriter();
   ModelWriter(const ModelWriter&) = delete;
   ModelWriter& operator=(const ModelWriter&) = delete;
@@ -70,7 +104,15 @@ class ModelWriter {
                             const TensorView* bias);
   // Appends a tensor stored as is (embeddings, norms, lm_head, biases).
   absl::Status AddTensor(const std::string& name, const TensorView& t);
-  // Writes the shards (+ index), config.json, the format's extra files and the tokenizer
+  // Starts part `part` (letters, digits, '.', '-', '_'): what is added until EndPart() is
+  // written to it at once; see ShardedWriter.
+  absl::Status BeginPart(const std::string& part);
+  absl::Status EndPart();
+  // Whether Create() kept an earlier run's partial directory.
+  bool resumed() const { return resumed_; }
+  const std::string& partial_dir() const { return staging_; }
+
+  // Publishes every part of the partial directory as the shards (+ index), config.json, the format's extra files and the tokenizer
   // files, then renames the staging directory to out_dir (with overwrite, the old
   // directory is renamed aside first and deleted after). config.json is the source's with
   // `quantization_config` set (GPTQ, compressed-tensors; GPTQ also writes
@@ -90,13 +132,19 @@ class ModelWriter {
   absl::Status WriteConfigs() const;
   absl::Status CopyTokenizerFiles() const;
   absl::Status Commit();
+  absl::Status PrepareStaging();
+  absl::Status EnsureShards();
 
   WriterOptions opts_;
+  bool owner_ = false;    // made by Create() and holding the lock
+  bool resumed_ = false;
+  int lock_fd_ = -1;      // flock on the partial directory (owner)
   std::string staging_;
   std::string src_config_;  // the source config.json text
   std::unique_ptr<ShardedWriter> shards_;
   std::set<std::string> quantized_;  // modules
   std::set<std::string> plain_;      // passthrough tensor names
+  bool lm_head_quantized_ = false;   // over every part, found by Finish()
   bool finished_ = false;
 };
 

@@ -4,11 +4,14 @@
 #include <cstring>
 #include <cstdio>
 #include <fstream>
+#include <filesystem>
 #include <map>
+#include <optional>
 #include <set>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_format.h"
+#include "common/safetensors_writer.h"
 #include "common/status_macros.h"
 #include "common/token_data.h"
 #include "common/tokenizer.h"
@@ -47,6 +50,18 @@ absl::StatusOr<TokenWindows> LoadCalibration(const QuantizeOptions& o) {
   return DrawCalibration(stream, o.samples, o.seq_len, o.seed);
 }
 
+// What decides the tensors besides the writer's options: a partial output is resumed only
+// when this matches. The sharding is not in it: it does not change the codes.
+std::string Fingerprint(const QuantizeOptions& o) {
+  if (o.rtn) return "rtn";
+  std::error_code ec;
+  const std::string calib = std::filesystem::weakly_canonical(o.calib_path, ec).string();
+  return absl::StrFormat("gptq calib=%s samples=%d seq_len=%d seed=%d true_sequential=%d "
+                         "batch_windows=%d",
+                         ec ? o.calib_path : calib, o.samples, o.seq_len, o.seed,
+                         o.true_sequential ? 1 : 0, o.batch_windows);
+}
+
 WriterOptions WriterFor(const QuantizeOptions& o, const ModelConfig& c) {
   WriterOptions wo;
   wo.out_dir = o.out_dir;
@@ -56,6 +71,9 @@ WriterOptions WriterFor(const QuantizeOptions& o, const ModelConfig& c) {
   wo.model_dtype = c.torch_dtype == DType::kBF16 ? DType::kBF16 : DType::kF16;
   wo.overwrite = o.overwrite;
   wo.ignore = {"lm_head"};
+  wo.fingerprint = Fingerprint(o);
+  wo.resume = o.resume;
+  wo.keep_partial = true;
   return wo;
 }
 
@@ -89,6 +107,16 @@ class Pipeline {
   }
   absl::Status ShardCalibration();
   absl::Status QuantizeLayer(int layer, const Mat& x);
+  // Rank 0 finds the first layer the partial output lacks and drops what follows it; every
+  // rank gets that layer.
+  absl::StatusOr<int> ResumePoint();
+  // Whether `parts` hold every tensor of `layer`; otherwise the first one missing.
+  std::string MissingFromLayer(const std::map<std::string, std::vector<std::string>>& parts,
+                               int layer) const;
+  // Regenerates the activations of layers [0, end) from the partial output.
+  absl::Status ReplayLayers(int end, const Mat& x);
+  absl::Status WriteLayer(int layer);
+  absl::Status BroadcastValue(int64_t* v);
   absl::Status QuantizeStage(LayerWeights& w, int layer, const std::set<int>& stage, const Mat& x);
   // Adds the time spent forming and summing the products to *hessian_seconds.
   absl::Status CollectHessians(const LayerWeights& w, const Mat& x, const std::set<int>& groups,
@@ -100,6 +128,8 @@ class Pipeline {
   absl::Status ShareResults(LayerWeights& w, int layer, const std::set<int>& stage,
                             std::map<std::string, kernels::QuantizedWeight>* results);
   absl::Status WriteModule(const std::string& full, const kernels::QuantizedWeight& q);
+  // Makes `wm` the dequantized `q`, as every rank and a reader of the output see it.
+  absl::Status Install(const Mat& wm, const kernels::QuantizedWeight& q);
   absl::Status Propagate(const LayerWeights& w, const Mat& x);
   absl::Status WritePlain(const std::vector<std::string>& names);
   uint64_t CommBytes() const {
@@ -120,7 +150,9 @@ class Pipeline {
   std::unique_ptr<Backend> b_;
   std::unique_ptr<ModelReader> reader_;
   std::unique_ptr<DecoderModel> model_;
-  std::unique_ptr<ModelWriter> writer_;  // rank 0 only
+  std::unique_ptr<ModelWriter> writer_;  // rank 0 owns the partial output; others attach
+  std::optional<DType> scale_dtype_;     // what the output stores scales in
+  std::map<std::string, kernels::QuantizedWeight> owned_;  // this layer's, by module
   TokenWindows calib_;                   // this rank's shard of the windows
   double total_tokens_ = 0;              // over every rank: the Hessian's divisor
   std::map<std::string, double> phase_seconds_;
@@ -152,9 +184,14 @@ absl::StatusOr<QuantizeReport> Pipeline::Run() {
     DGPTQ_RETURN_IF_ERROR(ShardCalibration());
     Phase("calibration", -1, Since(tc));
   }
+  const WriterOptions wo = WriterFor(o_, c);
+  scale_dtype_ = StoredScaleDType(wo.format, wo.model_dtype);
   if (ctx_.rank == 0) {
-    DGPTQ_ASSIGN_OR_RETURN(writer_, ModelWriter::Create(WriterFor(o_, c)));
+    DGPTQ_ASSIGN_OR_RETURN(writer_, ModelWriter::Create(wo));
+  } else {
+    DGPTQ_ASSIGN_OR_RETURN(writer_, ModelWriter::Attach(wo));
   }
+  DGPTQ_ASSIGN_OR_RETURN(const int start, ResumePoint());
   DGPTQ_RETURN_IF_ERROR(model_->LoadGlobals(*reader_));
   DeviceTensor x;
   if (!o_.rtn) {
@@ -164,11 +201,24 @@ absl::StatusOr<QuantizeReport> Pipeline::Run() {
     DGPTQ_ASSIGN_OR_RETURN(x, NewDeviceTensor(*b_, n, c.hidden_size));
     DGPTQ_RETURN_IF_ERROR(model_->Embed(ids.i32(), calib_.seq_len, x.mat));
   }
-  for (int layer = 0; layer < model_->num_layers(); ++layer) {
+  DGPTQ_RETURN_IF_ERROR(ReplayLayers(start, x.mat));
+  for (int layer = start; layer < model_->num_layers(); ++layer) {
     DGPTQ_RETURN_IF_ERROR(Annotate(QuantizeLayer(layer, x.mat), absl::StrFormat("layer %d", layer)));
   }
-  if (writer_) {
+  // Every rank's last part is written before rank 0 publishes them.
+  if (distributed()) DGPTQ_RETURN_IF_ERROR(ctx_.comm->Barrier());
+  if (ctx_.rank == 0) {
     auto tw = Clock::now();
+    DGPTQ_ASSIGN_OR_RETURN(const auto parts, ListParts(writer_->partial_dir()));
+    for (int l = 0; l < model_->num_layers(); ++l) {
+      const std::string missing = MissingFromLayer(parts, l);
+      if (!missing.empty()) {
+        return absl::DataLossError(absl::StrFormat(
+            "layer %d of the output lacks %s: a rank did not write its part to %s (storage "
+            "not shared between the workers?)", l, missing, writer_->partial_dir()));
+      }
+    }
+    DGPTQ_RETURN_IF_ERROR(writer_->BeginPart("globals"));
     DGPTQ_RETURN_IF_ERROR(WritePlain(model_->GlobalTensors(*reader_)));
     DGPTQ_RETURN_IF_ERROR(writer_->Finish());
     Phase("write", -1, Since(tw));
@@ -204,22 +254,114 @@ absl::Status Pipeline::QuantizeLayer(int layer, const Mat& x) {
     DGPTQ_RETURN_IF_ERROR(Propagate(w, x));
     Phase("propagate", layer, Since(t));
   }
-  // The layer's other tensors (norms, and biases of quantized modules) as they are.
   t = Clock::now();
+  DGPTQ_RETURN_IF_ERROR(WriteLayer(layer));
+  Phase("write", layer, Since(t));
+  return absl::OkStatus();
+}
+
+// The layer's part of this rank: the modules it quantized and, on rank 0, the layer's other
+// tensors (norms) as they are. Written at once, so a part on disk is a finished one.
+absl::Status Pipeline::WriteLayer(int layer) {
   const std::string prefix = model_->LayerPrefix(layer);
-  std::set<std::string> linear;  // written by AddQuantized, with their biases
+  DGPTQ_RETURN_IF_ERROR(
+      writer_->BeginPart(absl::StrFormat("layer-%05d.rank-%03d", layer, ctx_.rank)));
   for (const LinearGroup& g : model_->Groups()) {
     for (const std::string& m : g.modules) {
+      auto it = owned_.find(m);
+      if (it != owned_.end()) DGPTQ_RETURN_IF_ERROR(WriteModule(prefix + m, it->second));
+    }
+  }
+  owned_.clear();
+  if (ctx_.rank == 0) {
+    std::set<std::string> linear;  // written by AddQuantized, with their biases
+    for (const LinearGroup& g : model_->Groups()) {
+      for (const std::string& m : g.modules) {
+        linear.insert(prefix + m + ".weight");
+        linear.insert(prefix + m + ".bias");
+      }
+    }
+    std::vector<std::string> plain;
+    for (const std::string& name : reader_->TensorNames()) {
+      if (absl::StartsWith(name, prefix) && !linear.count(name)) plain.push_back(name);
+    }
+    DGPTQ_RETURN_IF_ERROR(WritePlain(plain));
+  }
+  return writer_->EndPart();
+}
+
+std::string Pipeline::MissingFromLayer(const std::map<std::string, std::vector<std::string>>& parts,
+                                       int layer) const {
+  const std::string prefix = model_->LayerPrefix(layer);
+  const std::string part_prefix = absl::StrFormat("layer-%05d.", layer);
+  std::set<std::string> have;
+  for (const auto& [part, names] : parts) {
+    if (absl::StartsWith(part, part_prefix)) have.insert(names.begin(), names.end());
+  }
+  std::set<std::string> linear;
+  for (const LinearGroup& g : model_->Groups()) {
+    for (const std::string& m : g.modules) {
+      const std::string name = StoredTensorName(o_.format, prefix + m);
+      if (!have.count(name)) return name;
       linear.insert(prefix + m + ".weight");
       linear.insert(prefix + m + ".bias");
     }
   }
-  std::vector<std::string> plain;
   for (const std::string& name : reader_->TensorNames()) {
-    if (absl::StartsWith(name, prefix) && !linear.count(name)) plain.push_back(name);
+    if (absl::StartsWith(name, prefix) && !linear.count(name) && !have.count(name)) return name;
   }
-  if (writer_) DGPTQ_RETURN_IF_ERROR(WritePlain(plain));
-  Phase("write", layer, Since(t));
+  return "";
+}
+
+absl::StatusOr<int> Pipeline::ResumePoint() {
+  int64_t start = 0;
+  if (ctx_.rank == 0 && writer_->resumed()) {
+    const std::string dir = writer_->partial_dir();
+    DGPTQ_ASSIGN_OR_RETURN(const auto parts, ListParts(dir));
+    while (start < model_->num_layers() && MissingFromLayer(parts, start).empty()) ++start;
+    std::vector<std::string> stale;  // parts of unfinished layers, and the globals
+    for (const auto& [part, names] : parts) {
+      int l = -1;
+      if (std::sscanf(part.c_str(), "layer-%d.", &l) != 1 || l >= start) stale.push_back(part);
+    }
+    DGPTQ_RETURN_IF_ERROR(RemoveParts(dir, stale));
+    DGPTQ_RETURN_IF_ERROR(WritePartsIndex(dir));
+  }
+  if (distributed()) DGPTQ_RETURN_IF_ERROR(BroadcastValue(&start));
+  report_.resumed_layers = static_cast<int>(start);
+  return static_cast<int>(start);
+}
+
+// One int64 from rank 0 to every rank (through device memory for NCCL).
+absl::Status Pipeline::BroadcastValue(int64_t* v) {
+  if (ctx_.comm->backend() != "nccl") return ctx_.comm->Broadcast(v, sizeof(*v), 0);
+  DGPTQ_ASSIGN_OR_RETURN(kernels::Buffer d, b_->Allocate(sizeof(*v)));
+  DGPTQ_RETURN_IF_ERROR(b_->Upload(v, d.data(), sizeof(*v)));
+  DGPTQ_RETURN_IF_ERROR(b_->Synchronize());
+  DGPTQ_RETURN_IF_ERROR(ctx_.comm->Broadcast(d.data(), sizeof(*v), 0));
+  return b_->Download(d.data(), v, sizeof(*v));
+}
+
+// Layers [0, end) come from the partial output: each is loaded as it was written (the
+// stored codes and scales, dequantized exactly as the run that wrote it had them) and
+// forwarded to regenerate the next layer's input.
+absl::Status Pipeline::ReplayLayers(int end, const Mat& x) {
+  if (end == 0) return absl::OkStatus();
+  DGPTQ_ASSIGN_OR_RETURN(auto done, ModelReader::Open(writer_->partial_dir()));
+  for (int layer = 0; layer < end; ++layer) {
+    DGPTQ_RETURN_IF_ERROR(CheckCancelled());
+    auto t = Clock::now();
+    absl::StatusOr<LayerWeights> w = model_->LoadLayer(*done, layer);
+    if (!w.ok()) return Annotate(w.status(), absl::StrFormat("finished layer %d of %s", layer,
+                                                             writer_->partial_dir()));
+    Phase("load", layer, Since(t));
+    if (!o_.rtn) {
+      t = Clock::now();
+      DGPTQ_RETURN_IF_ERROR(Propagate(*w, x));
+      Phase("propagate", layer, Since(t));
+    }
+    Phase("write", layer, 0);
+  }
   return absl::OkStatus();
 }
 
@@ -257,11 +399,10 @@ absl::Status Pipeline::QuantizeStage(LayerWeights& w, int layer, const std::set<
     DGPTQ_RETURN_IF_ERROR(ShareResults(w, layer, stage, &results));
     Phase("broadcast", layer, Since(t), static_cast<int64_t>(CommBytes() - bytes0));
   }
-  if (writer_) {
-    for (int g : stage) {
-      for (const std::string& m : model_->Groups()[g].modules) {
-        DGPTQ_RETURN_IF_ERROR(WriteModule(model_->LayerPrefix(layer) + m, results.at(m)));
-      }
+  for (int g : stage) {
+    for (const std::string& m : model_->Groups()[g].modules) {
+      if (!distributed()) DGPTQ_RETURN_IF_ERROR(Install(w.mat(m + ".weight"), results.at(m)));
+      if (Owner(layer, g) == ctx_.rank) owned_[m] = std::move(results.at(m));
     }
   }
   return absl::OkStatus();
@@ -339,6 +480,9 @@ absl::Status Pipeline::QuantizeGroup(LayerWeights& w, int layer, int group, Hess
     const std::string full = model_->LayerPrefix(layer) + m;
     if (!q.ok()) return Annotate(q.status(), full);
     DGPTQ_ASSIGN_OR_RETURN(ModuleResult r, DownloadResult(*b_, wm, *q, o_.quant));
+    // The scales as the output stores them: the next layers, a resumed run and the
+    // checkpoint's readers all dequantize the same weights.
+    if (scale_dtype_) RoundScales(&r.q, *scale_dtype_);
     (*results)[m] = std::move(r.q);
     const double s = Since(t);
     report_.modules.push_back({full, wm.rows, wm.cols, r.stats.loss, r.stats.damp_used,
@@ -477,8 +621,7 @@ absl::Status Pipeline::ShareResults(LayerWeights& w, int layer, const std::set<i
       return Annotate(q.status(), absl::StrFormat("result of %s%s from rank %d",
                                                   model_->LayerPrefix(layer), it.module, it.owner));
     }
-    const Tensor deq = q->Dequantize();
-    DGPTQ_RETURN_IF_ERROR(b_->Upload(deq.data(), wm.data, deq.nbytes()));
+    DGPTQ_RETURN_IF_ERROR(Install(wm, *q));
     (*results)[it.module] = *std::move(q);
   }
   return absl::OkStatus();
@@ -492,6 +635,11 @@ absl::Status Pipeline::WriteModule(const std::string& full, const kernels::Quant
     bias = &bias_view;
   }
   return writer_->AddQuantized(full, q, bias);
+}
+
+absl::Status Pipeline::Install(const Mat& wm, const kernels::QuantizedWeight& q) {
+  const Tensor deq = q.Dequantize();
+  return b_->Upload(deq.data(), wm.data, deq.nbytes());
 }
 
 absl::Status Pipeline::Propagate(const LayerWeights& w, const Mat& x) {

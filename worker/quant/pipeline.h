@@ -16,6 +16,7 @@
 #include "kernels/packing.h"
 #include "worker/comm/communicator.h"
 #include "worker/output/hf_quant_config.h"
+#include "worker/output/model_writer.h"
 
 namespace dgptq::worker {
 
@@ -28,6 +29,11 @@ struct QuantizeOptions {
   bool rtn = false;              // round to nearest (no calibration)
   bool true_sequential = false;  // re-forward after each group (q/k/v, o, gate/up, down)
   bool overwrite = false;
+  // An earlier run's partial output (<out>.partial): kOff starts over; kIfMatching and
+  // kRequired keep its finished layers when it was made with the same settings (kRequired
+  // refuses other settings) and go on from the first unfinished layer. The output is the
+  // same as an uninterrupted run's, whatever the number of ranks before and after.
+  ResumeMode resume = ResumeMode::kOff;
   kernels::DeviceKind device = kernels::DeviceKind::kCpu;
   int cpu_threads = 0;  // CPU backend threads, 0: all cores (workers sharing a host set it)
   int gpu = 0;          // CUDA device ordinal
@@ -75,6 +81,7 @@ struct QuantizeReport {
   int64_t peak_device_bytes = 0;
   double total_seconds = 0;
   std::string device;
+  int resumed_layers = 0;  // layers taken from a partial output
 };
 
 absl::StatusOr<QuantizeReport> Quantize(const QuantizeOptions& opts, const ProgressFn& progress);
@@ -84,8 +91,10 @@ absl::StatusOr<QuantizeReport> Quantize(const QuantizeOptions& opts, const Progr
 // [window_begin, window_end); the Hessian sum of each linear group is reduced onto the
 // group's owner, which runs GPTQ on the group's modules and broadcasts the packed codes,
 // scales, zeros and g_idx; every rank rebuilds the quantized weights from those bytes
-// for the next forward, so all ranks hold bit-identical layers. Rank 0 receives every
-// module and writes the whole output. The Hessian of every group is normalized by the
+// for the next forward, so all ranks hold bit-identical layers. Each rank writes the
+// modules it owns, one part per layer, into the shared partial output (rank 0 adds the
+// norms and, once every rank is done, the embeddings and head, and publishes the
+// checkpoint); the storage must be shared. The Hessian of every group is normalized by the
 // job's total token count, so the codes do not depend on how the samples are sharded
 // beyond floating-point summation order. With world == 1 this is Quantize().
 struct RankContext {
