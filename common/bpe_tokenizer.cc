@@ -67,13 +67,12 @@ absl::StatusOr<std::unique_ptr<BpeTokenizer>> BpeTokenizer::FromSpec(Spec spec,
   for (const auto& [token, id] : spec.vocab) size = std::max<int64_t>(size, int64_t{id} + 1);
   for (const AddedToken& a : spec.added) size = std::max<int64_t>(size, int64_t{a.id} + 1);
   if (size > kMaxVocab) return error(absl::StrCat("token id ", size - 1, " is too large"));
-  t->id_to_token_.resize(size);
-  std::vector<bool> used(size, false);
+  t->vocab_size_ = size;
   for (const auto& [token, id] : spec.vocab) {
     if (id < 0) return error(absl::StrCat("model.vocab: negative id for '", token, "'"));
-    if (used[id]) return error(absl::StrCat("model.vocab: id ", id, " used twice"));
-    used[id] = true;
-    t->id_to_token_[id] = token;
+    if (!t->id_to_token_.emplace(id, token).second) {
+      return error(absl::StrCat("model.vocab: id ", id, " used twice"));
+    }
   }
   for (const AddedToken& a : spec.added) {
     if (a.id < 0 || a.content.empty()) return error("added_tokens: bad id or empty content");
@@ -145,8 +144,8 @@ absl::StatusOr<std::unique_ptr<BpeTokenizer>> BpeTokenizer::Load(const std::stri
 }
 
 std::string_view BpeTokenizer::IdToToken(int32_t id) const {
-  if (id < 0 || id >= vocab_size()) return {};
-  return id_to_token_[id];
+  const auto it = id_to_token_.find(id);
+  return it == id_to_token_.end() ? std::string_view() : std::string_view(it->second);
 }
 
 absl::Status BpeTokenizer::EncodePiece(std::string_view piece, std::vector<int32_t>* ids) const {

@@ -48,7 +48,7 @@ class BpeTokenizer : public Tokenizer {
   // InvalidArgument for invalid UTF-8, or for a byte with no token (and no unk_token).
   absl::StatusOr<std::vector<int32_t>> Encode(std::string_view text) const override;
   std::string Decode(const std::vector<int32_t>& ids) const override;
-  int64_t vocab_size() const override { return static_cast<int64_t>(id_to_token_.size()); }
+  int64_t vocab_size() const override { return vocab_size_; }
   int32_t bos_id() const override { return bos_id_; }
   int32_t eos_id() const override { return eos_id_; }
 
@@ -88,7 +88,10 @@ class BpeTokenizer : public Tokenizer {
   absl::Status EncodeSegment(std::string_view text, std::vector<int32_t>* ids) const;
 
   Spec spec_;
-  std::vector<std::string> id_to_token_;
+  // Sparse: memory follows the file's size, not its largest id (a 100-byte file may name
+  // id 2^24 - 1; a dense table would hold 16M strings).
+  std::unordered_map<int32_t, std::string> id_to_token_;
+  int64_t vocab_size_ = 0;  // largest id + 1
   std::unordered_map<uint64_t, std::pair<int32_t, int32_t>> merges_;  // (a,b) -> (rank, id)
   std::vector<int32_t> byte_id_;  // [256]: token id of each byte's character, -1 if none
   std::unordered_map<char32_t, uint8_t> char_to_byte_;

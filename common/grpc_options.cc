@@ -1,14 +1,48 @@
 #include "common/grpc_options.h"
 
 #include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
+#include "grpcpp/support/client_interceptor.h"
 
 namespace dgptq {
 namespace {
 
 int Ms(absl::Duration d) { return static_cast<int>(absl::ToInt64Milliseconds(d)); }
+
+// Adds "authorization: Bearer <token>" to the initial metadata of every call. An interceptor
+// rather than call credentials: gRPC sends call credentials over TLS only, and tokens also
+// serve plaintext deployments on a trusted network (and the tests).
+class BearerTokenInterceptor final : public grpc::experimental::Interceptor {
+ public:
+  explicit BearerTokenInterceptor(const std::string* header) : header_(header) {}
+  void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
+    if (methods->QueryInterceptionHookPoint(
+            grpc::experimental::InterceptionHookPoints::PRE_SEND_INITIAL_METADATA)) {
+      methods->GetSendInitialMetadata()->emplace("authorization", *header_);
+    }
+    methods->Proceed();
+  }
+
+ private:
+  const std::string* header_;  // owned by the factory, which the channel keeps
+};
+
+class BearerTokenInterceptorFactory final
+    : public grpc::experimental::ClientInterceptorFactoryInterface {
+ public:
+  explicit BearerTokenInterceptorFactory(const std::string& token)
+      : header_(absl::StrCat("Bearer ", token)) {}
+  grpc::experimental::Interceptor* CreateClientInterceptor(
+      grpc::experimental::ClientRpcInfo*) override {
+    return new BearerTokenInterceptor(&header_);
+  }
+
+ private:
+  const std::string header_;
+};
 
 }  // namespace
 
@@ -26,15 +60,31 @@ grpc::ChannelArguments GrpcChannelArguments() {
   return args;
 }
 
+std::shared_ptr<grpc::Channel> MakeGrpcChannel(const std::string& address,
+                                               const GrpcChannelCredentials& credentials) {
+  grpc::ChannelArguments args = GrpcChannelArguments();
+  if (!credentials.server_name.empty()) args.SetSslTargetNameOverride(credentials.server_name);
+  std::shared_ptr<grpc::ChannelCredentials> creds =
+      credentials.tls != nullptr ? credentials.tls : grpc::InsecureChannelCredentials();
+  if (credentials.token.empty()) return grpc::CreateCustomChannel(address, creds, args);
+  std::vector<std::unique_ptr<grpc::experimental::ClientInterceptorFactoryInterface>> token;
+  token.push_back(std::make_unique<BearerTokenInterceptorFactory>(credentials.token));
+  return grpc::experimental::CreateCustomChannelWithInterceptors(address, creds, args,
+                                                                 std::move(token));
+}
+
 absl::StatusOr<std::unique_ptr<grpc::Server>> StartGrpcServer(
-    const std::string& address, const std::vector<GrpcService>& services, int* port) {
+    const std::string& address, const std::vector<GrpcService>& services, int* port,
+    const GrpcServerTls& tls, int max_receive_bytes) {
+  DGPTQ_ASSIGN_OR_RETURN(std::shared_ptr<grpc::ServerCredentials> creds,
+                         LoadServerCredentials(tls));
   // Both must be set before the builder is made (TOOLCHAIN.md).
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(address, grpc::InsecureServerCredentials(), port);
+  builder.AddListeningPort(address, creds, port);
   for (const GrpcService& s : services) builder.RegisterService(s.service);
-  builder.SetMaxReceiveMessageSize(kGrpcMaxMessageBytes);
+  builder.SetMaxReceiveMessageSize(max_receive_bytes);
   builder.SetMaxSendMessageSize(kGrpcMaxMessageBytes);
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, Ms(kGrpcKeepaliveTime));
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, Ms(kGrpcKeepaliveTimeout));

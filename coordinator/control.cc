@@ -133,7 +133,20 @@ void Coordinator::OnResultLocked(WorkerEntry& w, const v1::WorkerResult& result)
   }
   if (rank < 0) return;  // the job already ended (a stopped rank reporting back)
   if (result.code() != 0) {
-    FinishLocked(job_id, v1::JOB_STATE_FAILED, RankFailure(rank, w.name, result.message()));
+    const std::string reason = RankFailure(rank, w.name, result.message());
+    const auto code = static_cast<absl::StatusCode>(result.code());
+    // A communicator error is most often the symptom of a peer that died: hold it briefly,
+    // so that the lost worker, reported meanwhile, names the job's reason and decides.
+    if (code == absl::StatusCode::kUnavailable || code == absl::StatusCode::kDeadlineExceeded ||
+        code == absl::StatusCode::kAborted) {
+      if (job->held_failure.empty()) {
+        job->held_failure = reason;
+        job->failure_deadline = absl::Now() + kHoldRankFailure;
+        WakeScheduler();
+      }
+      return;
+    }
+    FinishLocked(job_id, v1::JOB_STATE_FAILED, reason);
     return;
   }
   job->finished[rank] = true;
@@ -151,9 +164,27 @@ void Coordinator::LoseWorkerLocked(const std::string& worker_id, const std::stri
   spdlog::warn("worker {} ({}) {}", worker_id, name, what);
   workers_.Remove(worker_id);
   WakeScheduler();
-  if (!job_id.empty()) {
-    FinishLocked(job_id, v1::JOB_STATE_FAILED, absl::StrCat("worker ", name, " ", what));
+  if (!job_id.empty()) FailOrRetryLocked(job_id, absl::StrCat("worker ", name, " ", what));
+}
+
+void Coordinator::FailOrRetryLocked(const std::string& job_id, const std::string& reason) {
+  auto it = active_.find(job_id);
+  if (it == active_.end()) return;
+  const int attempt = it->second.attempt;
+  if (attempt < options_.max_job_retries) {
+    RequeueLocked(job_id, reason);
+  } else {
+    FinishLocked(job_id, v1::JOB_STATE_FAILED,
+                 attempt == 0 ? reason : absl::StrCat(reason, " (after ", attempt, " retries)"));
   }
+}
+
+void Coordinator::ExpireHeldFailuresLocked(absl::Time now) {
+  std::vector<std::pair<std::string, std::string>> due;
+  for (const auto& [id, job] : active_) {
+    if (!job.held_failure.empty() && job.failure_deadline <= now) due.emplace_back(id, job.held_failure);
+  }
+  for (const auto& [id, reason] : due) FailOrRetryLocked(id, reason);
 }
 
 void Coordinator::SampleWorkersLocked(absl::Time now) {

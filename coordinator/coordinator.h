@@ -13,6 +13,12 @@
 // idle again once it sent its WorkerResult for the job (at once if the job ended before its
 // Assignment).
 //
+// With a durable JobStore (--state-dir, issue 6) a new Coordinator picks up what an earlier
+// one left: QUEUED jobs go back in the queue in their order, PLANNING and RUNNING ones (their
+// workers went with the old process) are moved back to QUEUED with a StateChange event and
+// queued too (they resume from their partial output); terminal jobs stay as they are. Workers
+// are not kept: they register again.
+//
 // Thread-safety: every public method may be called from any thread.
 #pragma once
 
@@ -43,8 +49,10 @@ namespace dgptq::coordinator {
 class Coordinator {
  public:
   // Reports to `metrics` (not owned; it must outlive the core); null: to metrics of its own,
-  // served nowhere.
-  explicit Coordinator(CoordinatorOptions options, CoordinatorMetrics* metrics = nullptr);
+  // served nowhere. Keeps jobs in `store` (JobStore::Open for a durable one; the default
+  // keeps them in memory) and re-queues the unfinished jobs it holds.
+  explicit Coordinator(CoordinatorOptions options, CoordinatorMetrics* metrics = nullptr,
+                       JobStore store = JobStore());
   ~Coordinator();  // Stop()
   Coordinator(const Coordinator&) = delete;
   Coordinator& operator=(const Coordinator&) = delete;
@@ -104,6 +112,12 @@ class Coordinator {
     std::optional<Plan> plan;
     absl::Time rendezvous_deadline = absl::InfiniteFuture();
     bool assigned = false;  // Assignments sent (RUNNING)
+    int attempt = 0;        // times the job was re-queued after a lost worker
+    std::string requeued_because;  // the last re-queue's reason, kept in the queue reason
+    // A rank's failure that a lost peer may explain (UNAVAILABLE, ...), held back until
+    // `failure_deadline`: the lost worker, reported meanwhile, is the better reason.
+    std::string held_failure;
+    absl::Time failure_deadline = absl::InfiniteFuture();
   };
 
   // scheduler.cc
@@ -116,6 +130,8 @@ class Coordinator {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::string ChooseBackendLocked(const std::vector<WorkerEntry*>& ranks) const;
   std::string QueueReasonLocked(const ActiveJob& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // How many ranks the job runs on when it starts now.
+  int WorldLocked(const ActiveJob& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // control.cc
   void ReaperLoop();
@@ -124,7 +140,12 @@ class Coordinator {
   void OnEventLocked(WorkerEntry& w, v1::JobEvent event) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void OnResultLocked(WorkerEntry& w, const v1::WorkerResult& result)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Forgets the worker and fails its job with "worker NAME <what>".
+  // Re-queues the job (FailOrRetryLocked) or fails it with `reason`.
+  void FailOrRetryLocked(const std::string& job_id, const std::string& reason)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Fails or re-queues the jobs whose held failure is due.
+  void ExpireHeldFailuresLocked(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Forgets the worker and fails or re-queues its job with "worker NAME <what>".
   void LoseWorkerLocked(const std::string& worker_id, const std::string& what)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The rank of `w` in its current job, or -1 (with `*job` unset) when it runs none.
@@ -132,10 +153,21 @@ class Coordinator {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // coordinator.cc
+  // Queues the unfinished jobs of a store from an earlier run (the constructor).
+  void RestoreLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Moves an active job to a terminal `state`: StateChange event, StopJob to every rank that
   // has not sent its result, workers without an Assignment released, runtime state dropped.
   void FinishLocked(const std::string& job_id, v1::JobState state, const std::string& reason)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Moves a PLANNING or RUNNING job back to QUEUED (front of the queue) after a lost worker:
+  // its ranks are stopped, its partial output kept; the next run resumes from it over the
+  // workers there are then.
+  void RequeueLocked(const std::string& job_id, const std::string& reason)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // StopJob to every rank of `job` that has not sent its result; workers without an
+  // Assignment are released.
+  void StopRanksLocked(const std::string& job_id, const ActiveJob& job, const std::string& reason,
+                       bool discard_output) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void TransitionLocked(const std::string& job_id, v1::JobState to, const std::string& reason)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void AppendLocked(const std::string& job_id, v1::JobEvent event)
@@ -146,7 +178,7 @@ class Coordinator {
   const CoordinatorOptions options_;
   std::unique_ptr<CoordinatorMetrics> own_metrics_;  // when none was given
   CoordinatorMetrics* const metrics_;
-  const std::string tag_;  // InstanceTag(): in job ids and page tokens
+  const std::string tag_;  // InstanceTag(): in worker ids (job ids use store_.tag())
   std::mutex mu_;
   std::condition_variable scheduler_cv_;  // dirty_ or stopping_
   std::condition_variable events_cv_;     // an event was appended, or stopping_
@@ -164,6 +196,9 @@ class Coordinator {
 // The message of the Unavailable status calls get once the coordinator is stopping: clients
 // retry (a WatchJob resumes from its next index) against the restarted coordinator.
 inline constexpr char kShuttingDown[] = "coordinator shutting down";
+
+// How long a rank's communicator failure waits for the lost worker that may explain it.
+inline constexpr absl::Duration kHoldRankFailure = absl::Seconds(2);
 
 // "rank R (worker NAME): MESSAGE", the reason a job fails with when one of its ranks fails.
 std::string RankFailure(int rank, const std::string& worker_name, const std::string& message);

@@ -30,16 +30,6 @@ bool IsInside(const fs::path& p, const fs::path& root) {
   return true;
 }
 
-// True when `dir` holds config.json or a *.safetensors file.
-bool HoldsModel(const fs::path& dir) {
-  std::error_code ec;
-  if (fs::exists(dir / "config.json", ec)) return true;
-  for (const auto& e : fs::directory_iterator(dir, ec)) {
-    if (e.path().extension() == ".safetensors") return true;
-  }
-  return false;
-}
-
 absl::Status CheckModelDir(const std::string& dir) {
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) {
@@ -82,6 +72,15 @@ absl::Status CheckInsideRoots(const std::string& field, const std::string& path,
   return absl::PermissionDeniedError(
       absl::StrCat("JobSpec.", field, " '", path, "' (resolves to '", resolved.string(),
                    "') is outside the allowed roots: ", absl::StrJoin(roots, ", ")));
+}
+
+bool HoldsModel(const std::string& dir) {
+  std::error_code ec;
+  if (fs::exists(fs::path(dir) / "config.json", ec)) return true;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    if (e.path().extension() == ".safetensors") return true;
+  }
+  return false;
 }
 
 int64_t PlanSamples(const ResolvedJobSpec& spec) {

@@ -38,6 +38,9 @@ absl::StatusOr<ValidatedJob> ValidateJob(const v1::JobSpec& spec,
 absl::Status CheckInsideRoots(const std::string& field, const std::string& path,
                               const std::vector<std::string>& roots);
 
+// True when `dir` holds config.json or a *.safetensors file (what a finished job leaves).
+bool HoldsModel(const std::string& dir);
+
 // Calibration samples the planner splits: the spec's, and for rtn jobs (which forward no
 // samples) at least one per rank so the planner accepts any world size.
 int64_t PlanSamples(const ResolvedJobSpec& spec);

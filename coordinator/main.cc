@@ -1,6 +1,7 @@
 // `dgptq-coordinator`: the coordinator daemon. Flags are read here only (STYLE.md); see
 // README.md for what they mean. Exit codes: 0 after SIGINT/SIGTERM, 1 when the server cannot
-// start or the port file cannot be written, 2 for bad flags.
+// start or the port file cannot be written, 2 for bad flags (an unreadable or mismatched TLS or
+// token file included).
 
 #include <cstdio>
 #include <string>
@@ -11,6 +12,25 @@
 #include "coordinator/server.h"
 #include "spdlog/spdlog.h"
 
+namespace {
+
+// TLS, tokens and limits (issue 6; README.md "Security").
+void AddSecurityFlags(CLI::App& app, dgptq::coordinator::CoordinatorOptions& o) {
+  app.add_option("--tls-cert", o.tls.cert_file, "PEM certificate chain: serve TLS");
+  app.add_option("--tls-key", o.tls.key_file, "PEM private key of --tls-cert");
+  app.add_option("--tls-client-ca", o.tls.client_ca_file,
+                 "PEM CA certificates: mutual TLS, client certificates required and verified");
+  app.add_option("--client-token-file", o.client_token_file,
+                 "file holding the bearer token client calls must carry");
+  app.add_option("--worker-token-file", o.worker_token_file,
+                 "file holding the bearer token worker calls must carry");
+  app.add_option("--max-watchers", o.max_watchers, "open WatchJob streams beyond this are refused")
+      ->capture_default_str();
+  app.add_option("--max-request-bytes", o.max_request_bytes, "larger request messages are refused")
+      ->capture_default_str();
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   dgptq::coordinator::CoordinatorOptions o;
@@ -35,9 +55,15 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--max-queued-jobs", o.max_queued_jobs, "queued jobs beyond this are refused")
       ->capture_default_str();
+  app.add_option("--max-job-retries", o.max_job_retries,
+                 "times a job that lost a worker is re-queued to resume (0: it fails)")
+      ->capture_default_str();
   app.add_option("--comm-backend", o.comm_backend, "auto, host or nccl")->capture_default_str();
   app.add_option("--allowed-root", o.allowed_roots,
                  "directory job paths must lie in (repeatable; none: any path)");
+  app.add_option("--state-dir", o.state_dir,
+                 "job database directory (jobs.db): jobs survive a restart; none: in memory");
+  AddSecurityFlags(app, o);
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}))
       ->capture_default_str();
@@ -64,7 +90,7 @@ int main(int argc, char** argv) {
   if (s.ok()) s = dgptq::WritePortFile(port_file, (*server)->port());
   if (!s.ok()) {
     std::fprintf(stderr, "dgptq-coordinator: %s\n", s.ToString().c_str());
-    return 1;
+    return absl::IsInvalidArgument(s) ? 2 : 1;  // an unusable TLS or token file is a bad flag
   }
   const int sig = dgptq::WaitForStopSignal();
   spdlog::info("dgptq-coordinator: signal {}, shutting down", sig);

@@ -6,6 +6,7 @@
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
+#include "common/grpc_security.h"
 
 namespace dgptq::coordinator {
 
@@ -33,11 +34,30 @@ struct CoordinatorOptions {
   // When non-empty, every path of a job must lie inside one of these directories (after
   // resolving symlinks and "..").
   std::vector<std::string> allowed_roots;
+  // Directory of the durable job store (DIR/jobs.db, coordinator/job_db.h): jobs and their
+  // events survive a restart. Empty: jobs are kept in memory only (in-process tests).
+  std::string state_dir;
+  // TLS of the gRPC port (common/grpc_security.h): certificate and key, plus a client CA for
+  // mutual TLS. Default: plaintext.
+  GrpcServerTls tls;
+  // Files holding the bearer tokens of the two roles (coordinator/auth.h), read at start;
+  // empty: that role's methods need no token.
+  std::string client_token_file;
+  std::string worker_token_file;
+  // Times a job whose worker was lost (or whose communicator failed) is re-queued to go on
+  // over the workers there are, from the layers its partial output holds; beyond, it fails.
+  int max_job_retries = 3;
+  // Concurrent WatchJob streams; more are refused with RESOURCE_EXHAUSTED.
+  int max_watchers = 256;
+  // Largest request message accepted, in bytes; larger ones fail with RESOURCE_EXHAUSTED.
+  int max_request_bytes = 4 << 20;
 
   // InvalidArgument naming the bad setting: a metrics port file without metrics,
   // non-positive durations, heartbeat_interval not
   // below lease_ttl, max_queued_jobs < 1, an unknown comm_backend, an allowed root that is
-  // not an existing directory.
+  // not an existing directory, incomplete TLS flags (GrpcServerTls::Validate), the same file
+  // for both tokens, max_watchers < 1, max_request_bytes outside [64 KiB, 64 MiB]. The files
+  // themselves are read by CoordinatorServer::Start.
   absl::Status Validate() const;
 };
 

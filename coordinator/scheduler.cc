@@ -19,23 +19,28 @@ void Coordinator::SchedulerLoop() {
     dirty_ = false;
     for (const std::string& id : ReserveWorkersLocked()) {
       const ResolvedJobSpec spec = active_.at(id).spec;
+      const int world = static_cast<int>(active_.at(id).ranks.size());
       // Reads config.json and the safetensors headers: outside the lock. The job may be
       // cancelled meanwhile; StartRendezvousLocked checks.
       lock.unlock();
       const absl::Time t0 = absl::Now();
       absl::StatusOr<Plan> plan =
-          PlanCheckpoint(spec.model_dir, spec.num_workers, PlanSamples(spec));
+          PlanCheckpoint(spec.model_dir, world, PlanSamples(spec));
       metrics_->Planned(absl::Now() - t0);
       lock.lock();
       StartRendezvousLocked(id, std::move(plan));
     }
     const absl::Time now = absl::Now();
     ExpireRendezvousLocked(now);
+    ExpireHeldFailuresLocked(now);
+    store_.RetryUnsaved();  // after a failed write (a full disk): at least once a second
     // Every change of a worker's state wakes this loop, and it runs at least once a second:
     // the worker gauges and heartbeat ages follow within that.
     SampleWorkersLocked(now);
     absl::Time wake = now + absl::Seconds(1);
-    for (const auto& [id, job] : active_) wake = std::min(wake, job.rendezvous_deadline);
+    for (const auto& [id, job] : active_) {
+      wake = std::min({wake, job.rendezvous_deadline, job.failure_deadline});
+    }
     const absl::Duration wait = std::max(wake - now, absl::Milliseconds(1));
     scheduler_cv_.wait_for(lock, absl::ToChronoMicroseconds(wait),
                            [&] { return stopping_ || dirty_; });
@@ -43,8 +48,23 @@ void Coordinator::SchedulerLoop() {
 }
 
 std::string Coordinator::QueueReasonLocked(const ActiveJob& job) {
-  return absl::StrFormat("waiting for %d workers (%d idle)", job.spec.num_workers,
-                         workers_.Idle(job.spec.device_kind).size());
+  const std::string waiting = absl::StrFormat("waiting for %d workers (%d idle)", WorldLocked(job),
+                                              workers_.Idle(job.spec.device_kind).size());
+  return job.requeued_because.empty() ? waiting
+                                      : absl::StrCat(job.requeued_because, "; ", waiting);
+}
+
+// A first run waits for the workers the job asks for; a retry after a lost worker goes on
+// over those there are (at least one), as it resumes where the last run stopped.
+int Coordinator::WorldLocked(const ActiveJob& job) {
+  if (job.attempt == 0) return job.spec.num_workers;
+  int registered = 0;
+  for (const WorkerEntry* w : workers_.All()) {
+    const bool kind_ok = job.spec.device_kind == v1::DEVICE_KIND_UNSPECIFIED ||
+                         w->caps.device_kind() == job.spec.device_kind;
+    registered += w->connected() && kind_ok ? 1 : 0;
+  }
+  return std::clamp(registered, 1, job.spec.num_workers);
 }
 
 std::vector<std::string> Coordinator::ReserveWorkersLocked() {
@@ -53,7 +73,7 @@ std::vector<std::string> Coordinator::ReserveWorkersLocked() {
     const std::string id = *it;
     ActiveJob& job = active_.at(id);
     std::vector<WorkerEntry*> idle = workers_.Idle(job.spec.device_kind);
-    if (static_cast<int>(idle.size()) < job.spec.num_workers) {
+    if (static_cast<int>(idle.size()) < WorldLocked(job)) {
       const std::string reason = QueueReasonLocked(job);
       if (store_.Get(id)->reason() != reason) {
         store_.Update(id, [&](v1::Job* j) { j->set_reason(reason); });
@@ -61,7 +81,7 @@ std::vector<std::string> Coordinator::ReserveWorkersLocked() {
       ++it;
       continue;
     }
-    idle.resize(job.spec.num_workers);
+    idle.resize(WorldLocked(job));
     job.backend = ChooseBackendLocked(idle);
     std::vector<std::string> names;
     for (WorkerEntry* w : idle) {

@@ -22,8 +22,9 @@ class CoordinatorService;
 class CoordinatorServer {
  public:
   // Validates `options`, serves /metrics on options.metrics_listen (unless empty), starts the
-  // core's threads and listens on options.listen. InvalidArgument for bad options,
-  // Unavailable when an address cannot be bound.
+  // core's threads (on the job store of options.state_dir, if any) and listens on
+  // options.listen. InvalidArgument for bad options, Unavailable when an address cannot be
+  // bound, JobStore::Open's codes when the state directory cannot be used.
   static absl::StatusOr<std::unique_ptr<CoordinatorServer>> Start(CoordinatorOptions options);
   ~CoordinatorServer();  // Shutdown(absl::ZeroDuration())
 

@@ -3,7 +3,10 @@
 #include <atomic>
 #include <thread>
 
+#include "absl/strings/str_cat.h"
 #include "common/grpc_status.h"
+#include "common/status_macros.h"
+#include "coordinator/request_limits.h"
 
 namespace dgptq::coordinator {
 namespace {
@@ -22,8 +25,21 @@ grpc::Status CoordinatorService::Done(const char* method, const absl::Status& st
   return Done(method, ToGrpcStatus(status));
 }
 
-grpc::Status CoordinatorService::SubmitJob(grpc::ServerContext*, const v1::SubmitJobRequest* req,
+absl::Status CoordinatorService::Admit(const grpc::ServerContext& ctx, Role role,
+                                       absl::Status limits) const {
+  const auto& metadata = ctx.client_metadata();
+  const auto it = metadata.find("authorization");
+  std::optional<absl::string_view> authorization;
+  if (it != metadata.end()) authorization = absl::string_view(it->second.data(), it->second.size());
+  DGPTQ_RETURN_IF_ERROR(auth_.Check(role, authorization));
+  return limits;
+}
+
+grpc::Status CoordinatorService::SubmitJob(grpc::ServerContext* ctx,
+                                           const v1::SubmitJobRequest* req,
                                            v1::SubmitJobResponse* resp) {
+  absl::Status admitted = Admit(*ctx, Role::kClient, CheckRequest(*req));
+  if (!admitted.ok()) return Done("SubmitJob", admitted);
   absl::StatusOr<Coordinator::Submitted> s = core_->Submit(req->spec(), req->request_id());
   if (s.ok()) {
     *resp->mutable_job() = std::move(s->job);
@@ -32,15 +48,19 @@ grpc::Status CoordinatorService::SubmitJob(grpc::ServerContext*, const v1::Submi
   return Done("SubmitJob", s.status());
 }
 
-grpc::Status CoordinatorService::GetJob(grpc::ServerContext*, const v1::GetJobRequest* req,
+grpc::Status CoordinatorService::GetJob(grpc::ServerContext* ctx, const v1::GetJobRequest* req,
                                         v1::Job* resp) {
+  absl::Status admitted = Admit(*ctx, Role::kClient, CheckRequest(*req));
+  if (!admitted.ok()) return Done("GetJob", admitted);
   absl::StatusOr<v1::Job> job = core_->GetJob(req->job_id());
   if (job.ok()) *resp = *std::move(job);
   return Done("GetJob", job.status());
 }
 
-grpc::Status CoordinatorService::ListJobs(grpc::ServerContext*, const v1::ListJobsRequest* req,
+grpc::Status CoordinatorService::ListJobs(grpc::ServerContext* ctx, const v1::ListJobsRequest* req,
                                           v1::ListJobsResponse* resp) {
+  absl::Status admitted = Admit(*ctx, Role::kClient, CheckRequest(*req));
+  if (!admitted.ok()) return Done("ListJobs", admitted);
   absl::StatusOr<v1::ListJobsResponse> page = core_->ListJobs(*req);
   if (page.ok()) *resp = *std::move(page);
   return Done("ListJobs", page.status());
@@ -48,7 +68,18 @@ grpc::Status CoordinatorService::ListJobs(grpc::ServerContext*, const v1::ListJo
 
 grpc::Status CoordinatorService::WatchJob(grpc::ServerContext* ctx, const v1::WatchJobRequest* req,
                                           grpc::ServerWriter<v1::JobEvent>* writer) {
-  return Done("WatchJob", Watch(ctx, *req, writer));
+  absl::Status admitted = Admit(*ctx, Role::kClient, CheckRequest(*req));
+  if (!admitted.ok()) return Done("WatchJob", admitted);
+  // The slot is taken before the check, so concurrent calls cannot all pass it.
+  if (watchers_.fetch_add(1) >= max_watchers_) {
+    watchers_.fetch_sub(1);
+    return Done("WatchJob", absl::ResourceExhaustedError(
+                                absl::StrCat("too many open WatchJob streams (--max-watchers ",
+                                             max_watchers_, "); retry later")));
+  }
+  grpc::Status status = Watch(ctx, *req, writer);
+  watchers_.fetch_sub(1);
+  return Done("WatchJob", status);
 }
 
 grpc::Status CoordinatorService::Watch(grpc::ServerContext* ctx, const v1::WatchJobRequest& req,
@@ -67,22 +98,30 @@ grpc::Status CoordinatorService::Watch(grpc::ServerContext* ctx, const v1::Watch
   return grpc::Status(grpc::StatusCode::CANCELLED, "cancelled");
 }
 
-grpc::Status CoordinatorService::CancelJob(grpc::ServerContext*, const v1::CancelJobRequest* req,
+grpc::Status CoordinatorService::CancelJob(grpc::ServerContext* ctx,
+                                           const v1::CancelJobRequest* req,
                                            v1::CancelJobResponse* resp) {
+  absl::Status admitted = Admit(*ctx, Role::kClient, CheckRequest(*req));
+  if (!admitted.ok()) return Done("CancelJob", admitted);
   absl::StatusOr<v1::Job> job = core_->Cancel(req->job_id(), req->reason());
   if (job.ok()) *resp->mutable_job() = *std::move(job);
   return Done("CancelJob", job.status());
 }
 
-grpc::Status CoordinatorService::RegisterWorker(grpc::ServerContext*,
+grpc::Status CoordinatorService::RegisterWorker(grpc::ServerContext* ctx,
                                                 const v1::RegisterWorkerRequest* req,
                                                 v1::RegisterWorkerResponse* resp) {
+  absl::Status admitted = Admit(*ctx, Role::kWorker, CheckRequest(*req));
+  if (!admitted.ok()) return Done("RegisterWorker", admitted);
   *resp = core_->Register(*req);
   return Done("RegisterWorker", grpc::Status::OK);
 }
 
-grpc::Status CoordinatorService::Heartbeat(grpc::ServerContext*, const v1::HeartbeatRequest* req,
+grpc::Status CoordinatorService::Heartbeat(grpc::ServerContext* ctx,
+                                           const v1::HeartbeatRequest* req,
                                            v1::HeartbeatResponse* resp) {
+  absl::Status admitted = Admit(*ctx, Role::kWorker, CheckRequest(*req));
+  if (!admitted.ok()) return Done("Heartbeat", admitted);
   absl::StatusOr<v1::HeartbeatResponse> r = core_->Heartbeat(*req);
   if (r.ok()) *resp = *std::move(r);
   return Done("Heartbeat", r.status());
@@ -91,6 +130,8 @@ grpc::Status CoordinatorService::Heartbeat(grpc::ServerContext*, const v1::Heart
 grpc::Status CoordinatorService::Control(
     grpc::ServerContext* ctx,
     grpc::ServerReaderWriter<v1::ControlResponse, v1::ControlRequest>* stream) {
+  absl::Status admitted = Admit(*ctx, Role::kWorker, absl::OkStatus());
+  if (!admitted.ok()) return Done("Control", admitted);
   return Done("Control", RunControl(ctx, stream));
 }
 

@@ -7,8 +7,16 @@
 // the coordinator closes the outbox (lost lease, shutdown) the call is cancelled. Once the
 // core stops, WatchJob ends with UNAVAILABLE "coordinator shutting down" (clients resume).
 // Every handler counts its call and code in dgptq_coordinator_api_requests_total.
+//
+// Admission (issue 6), before the core sees a call: the caller's bearer token for the method's
+// role (auth.h: UNAUTHENTICATED, PERMISSION_DENIED), then the request's field limits
+// (request_limits.h: INVALID_ARGUMENT); WatchJob streams beyond max_watchers get
+// RESOURCE_EXHAUSTED.
 #pragma once
 
+#include <atomic>
+
+#include "coordinator/auth.h"
 #include "coordinator/coordinator.h"
 #include "coordinator/metrics.h"
 #include "dgptq/v1/coordinator.grpc.pb.h"
@@ -17,9 +25,11 @@ namespace dgptq::coordinator {
 
 class CoordinatorService final : public v1::Coordinator::Service {
  public:
-  // `core` and `metrics` must outlive the service.
-  CoordinatorService(Coordinator* core, CoordinatorMetrics* metrics)
-      : core_(core), metrics_(metrics) {}
+  // `core` and `metrics` must outlive the service. At most `max_watchers` WatchJob streams are
+  // open at once.
+  CoordinatorService(Coordinator* core, CoordinatorMetrics* metrics, TokenAuth auth,
+                     int max_watchers)
+      : core_(core), metrics_(metrics), auth_(std::move(auth)), max_watchers_(max_watchers) {}
 
   grpc::Status SubmitJob(grpc::ServerContext* ctx, const v1::SubmitJobRequest* req,
                          v1::SubmitJobResponse* resp) override;
@@ -43,6 +53,8 @@ class CoordinatorService final : public v1::Coordinator::Service {
   // Counts the call and returns `status`.
   grpc::Status Done(const char* method, grpc::Status status);
   grpc::Status Done(const char* method, const absl::Status& status);
+  // The caller's token for `role`, then `limits` (the request's CheckRequest).
+  absl::Status Admit(const grpc::ServerContext& ctx, Role role, absl::Status limits) const;
   grpc::Status Watch(grpc::ServerContext* ctx, const v1::WatchJobRequest& req,
                      grpc::ServerWriter<v1::JobEvent>* writer);
   grpc::Status RunControl(
@@ -51,6 +63,9 @@ class CoordinatorService final : public v1::Coordinator::Service {
 
   Coordinator* core_;
   CoordinatorMetrics* metrics_;
+  const TokenAuth auth_;
+  const int max_watchers_;
+  std::atomic<int> watchers_{0};  // open WatchJob streams
 };
 
 }  // namespace dgptq::coordinator

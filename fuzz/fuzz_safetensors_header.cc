@@ -1,14 +1,7 @@
-// libFuzzer target: FuzzSafetensorsHeader (see fuzz_entry.h for the input layout).
-#include <cstdio>
-#include <cstdlib>
-
+// libFuzzer target: FuzzSafetensorsHeader (input layout: fuzz_entry.h).
 #include "fuzz/fuzz_entry.h"
+#include "fuzz/fuzz_target.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  const absl::Status s = dgptq::fuzz::FuzzSafetensorsHeader(data, size);
-  if (absl::IsInternal(s)) {
-    std::fprintf(stderr, "invariant broken: %s\n", s.ToString().c_str());
-    std::abort();
-  }
-  return 0;
+  return dgptq::fuzz::AbortOnInternal(dgptq::fuzz::FuzzSafetensorsHeader(data, size));
 }

@@ -15,10 +15,25 @@ absl::Status Field(const char* name, const absl::Status& s) {
 
 }  // namespace
 
+absl::Status CheckStringField(absl::string_view field, absl::string_view value, size_t max_bytes) {
+  if (value.size() > max_bytes) {
+    return absl::InvalidArgumentError(absl::StrFormat("%s is %d bytes long; at most %d allowed",
+                                                      field, value.size(), max_bytes));
+  }
+  if (value.find('\0') != absl::string_view::npos) {
+    return absl::InvalidArgumentError(absl::StrCat(field, " must not contain a NUL byte"));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<ResolvedJobSpec> ResolveJobSpec(const v1::JobSpec& spec) {
   ResolvedJobSpec r;
   if (spec.model_path().empty()) return absl::InvalidArgumentError("JobSpec.model_path is required");
   if (spec.output_path().empty()) return absl::InvalidArgumentError("JobSpec.output_path is required");
+  DGPTQ_RETURN_IF_ERROR(CheckStringField("JobSpec.model_path", spec.model_path(), kMaxPathBytes));
+  DGPTQ_RETURN_IF_ERROR(CheckStringField("JobSpec.output_path", spec.output_path(), kMaxPathBytes));
+  DGPTQ_RETURN_IF_ERROR(
+      CheckStringField("JobSpec.calibration.path", spec.calibration().path(), kMaxPathBytes));
   r.model_dir = spec.model_path();
   r.out_dir = spec.output_path();
   r.overwrite = spec.overwrite();

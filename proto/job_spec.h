@@ -3,10 +3,12 @@
 // options with it, so both read a spec the same way.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "common/quant_config.h"
 #include "dgptq/v1/job.pb.h"
 
@@ -14,6 +16,8 @@ namespace dgptq {
 
 // Largest world size a job may ask for.
 inline constexpr int kMaxJobWorkers = 1024;
+// Longest path a job may name, in bytes (PATH_MAX).
+inline constexpr size_t kMaxPathBytes = 4096;
 
 // A JobSpec with every default filled in (the proto's "0 means ..." rules).
 struct ResolvedJobSpec {
@@ -33,7 +37,12 @@ struct ResolvedJobSpec {
 };
 
 // Fills defaults and checks ranges without touching the filesystem. InvalidArgument names
-// the field (as a JobSpec path, e.g. "quantization.bits") and what is allowed.
+// the field (as a JobSpec path, e.g. "quantization.bits") and what is allowed; paths must be
+// at most kMaxPathBytes long and hold no NUL byte.
 absl::StatusOr<ResolvedJobSpec> ResolveJobSpec(const v1::JobSpec& spec);
+
+// OK when `value` is at most `max_bytes` long and holds no NUL byte; InvalidArgument naming
+// `field` (e.g. "JobSpec.model_path") and the limit otherwise. Request size limits (issue 6).
+absl::Status CheckStringField(absl::string_view field, absl::string_view value, size_t max_bytes);
 
 }  // namespace dgptq

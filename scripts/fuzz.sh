@@ -1,22 +1,26 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets of fuzz/ (clang, ASan + UBSan) in build-fuzz/ and runs
-# each one for SECONDS (default 600) in parallel, at low priority.
+# each one for SECONDS (default 600) in parallel, at the lowest priority (nice 19).
 #
-#   scripts/fuzz.sh [SECONDS]
+#   scripts/fuzz.sh [SECONDS]          # e.g. scripts/fuzz.sh 3600 for an hour each
+#   TARGETS="fuzz_npy fuzz_job_spec" scripts/fuzz.sh 60
 #
-# The build is the standalone fuzz/ project (it needs only abseil and nlohmann-json,
-# not the CUDA/BLAS parts); `-DDGPTQ_FUZZ=ON` on the top-level project builds the same
-# targets. Seeds are read from fuzz/corpus/<target>/ (never written); new inputs go to
-# build-fuzz/corpus/<target>/, crash inputs to build-fuzz/artifacts/<target>/ and the
-# logs to build-fuzz/<target>.log. Copy a crash input into fuzz/corpus/<target>/ once
-# it is fixed: the common_tests replay keeps it as a regression test.
+# The build is the standalone fuzz/ project (abseil, nlohmann-json and protobuf; not the
+# CUDA/BLAS parts); the top-level build makes the same targets in build/fuzz for its short
+# ctest runs. Each target runs through fuzz/run.sh: seeds are read from
+# fuzz/corpus/<target>/ (never written); new inputs go to build-fuzz/corpus/<target>/,
+# crash inputs to build-fuzz/artifacts/<target>/ and the logs to build-fuzz/<target>.log.
+# Copy a crash input into fuzz/corpus/<target>/ once it is fixed: the corpus replay of
+# common_tests / coordinator_tests keeps it as a regression test.
 # Exit status: 0 when no target crashed.
 set -euo pipefail
 
 seconds="${1:-600}"
 root="$(cd "$(dirname "$0")/.." && pwd)"
 build="${root}/build-fuzz"
-targets=(fuzz_safetensors_header fuzz_model_config fuzz_npy)
+targets=(fuzz_safetensors_header fuzz_model_config fuzz_npy fuzz_tokenizer fuzz_calibration
+  fuzz_job_spec)
+if [[ -n "${TARGETS:-}" ]]; then read -r -a targets <<<"${TARGETS}"; fi
 
 cmake -S "${root}/fuzz" -B "${build}" -G Ninja \
   -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=RelWithDebInfo
@@ -24,10 +28,7 @@ cmake --build "${build}" -j "${JOBS:-2}"
 
 pids=()
 for t in "${targets[@]}"; do
-  mkdir -p "${build}/corpus/${t}" "${build}/artifacts/${t}"
-  nice -n 10 "${build}/${t}" -max_total_time="${seconds}" -print_final_stats=1 \
-    -dict="${root}/fuzz/json.dict" -artifact_prefix="${build}/artifacts/${t}/" \
-    "${build}/corpus/${t}" "${root}/fuzz/corpus/${t}" >"${build}/${t}.log" 2>&1 &
+  "${root}/fuzz/run.sh" "${build}" "${t}" "${seconds}" "${build}" >"${build}/${t}.log" 2>&1 &
   pids+=($!)
 done
 

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <limits>
 #include <map>
@@ -18,6 +19,8 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/ascii.h"
+#include "common/channel_flags.h"
+#include "common/grpc_security.h"
 #include "coordinator/client/coordinator_client.h"
 #include "coordinator/client/job_format.h"
 #include "worker/cli/commands.h"
@@ -30,6 +33,8 @@ struct ConnectionFlags {
   std::string coordinator = "localhost:50051";
   double connect_timeout_s = 5;
   bool json = false;
+  GrpcChannelTls tls;
+  std::string token_file;
 };
 
 void AddConnectionFlags(CLI::App* c, ConnectionFlags& f) {
@@ -41,6 +46,17 @@ void AddConnectionFlags(CLI::App* c, ConnectionFlags& f) {
       ->check(CLI::Range(0.001, 3600.0))
       ->capture_default_str();
   c->add_flag("--json", f.json, "print JSON (one object per line)");
+  AddChannelSecurityFlags(c, &f.tls, &f.token_file,
+                          "file holding the client bearer token (default: $DGPTQ_TOKEN, if set)");
+}
+
+// The bearer token: --token-file, else $DGPTQ_TOKEN, else none.
+absl::StatusOr<std::string> Token(const ConnectionFlags& f) {
+  if (!f.token_file.empty()) return ReadBearerTokenFile(f.token_file);
+  const char* env = std::getenv("DGPTQ_TOKEN");
+  if (env == nullptr || *env == '\0') return std::string();
+  if (absl::Status s = CheckBearerToken(env, "$DGPTQ_TOKEN"); !s.ok()) return s;
+  return std::string(env);
 }
 
 // Builds the client, or prints why the flags are unusable (exit code 2).
@@ -49,7 +65,15 @@ std::unique_ptr<client::CoordinatorClient> MakeClient(const char* command,
   client::ClientOptions options;
   options.address = f.coordinator;
   options.connect_timeout = absl::Seconds(f.connect_timeout_s);
-  if (absl::Status s = options.Validate(); !s.ok()) {
+  absl::Status s = options.Validate();
+  absl::StatusOr<std::string> token = Token(f);
+  if (s.ok()) s = token.status();
+  if (s.ok()) {
+    absl::StatusOr<GrpcChannelCredentials> credentials = LoadChannelCredentials(f.tls, *token);
+    if (credentials.ok()) options.credentials = *std::move(credentials);
+    s = credentials.status();
+  }
+  if (!s.ok()) {
     std::fprintf(stderr, "dgptq %s: %s\n", command, std::string(s.message()).c_str());
     return nullptr;
   }

@@ -10,16 +10,6 @@
 #include "grpcpp/grpcpp.h"
 
 namespace dgptq::client {
-namespace {
-
-// Keepalive (a WatchJob of a queued job may carry nothing for hours), message size limits and
-// quick reconnects while a call waits for a (re)starting coordinator: common/grpc_options.h.
-std::shared_ptr<grpc::Channel> MakeChannel(const std::string& address) {
-  return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(),
-                                   GrpcChannelArguments());
-}
-
-}  // namespace
 
 absl::Status ClientOptions::Validate() const {
   if (address.empty()) return absl::InvalidArgumentError("coordinator address is empty");
@@ -51,7 +41,10 @@ std::string NewRequestId() {
 
 CoordinatorClient::CoordinatorClient(ClientOptions options)
     : options_(std::move(options)),
-      channel_(MakeChannel(options_.address)),
+      // Keepalive (a WatchJob of a queued job may carry nothing for hours), message size
+      // limits, quick reconnects while a call waits for a (re)starting coordinator, TLS and the
+      // token: common/grpc_options.h.
+      channel_(MakeGrpcChannel(options_.address, options_.credentials)),
       stub_(v1::Coordinator::NewStub(channel_)) {}
 
 absl::Status CoordinatorClient::WaitConnected() {

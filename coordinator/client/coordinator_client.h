@@ -19,6 +19,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "common/grpc_security.h"
 #include "dgptq/v1/coordinator.grpc.pb.h"
 
 namespace dgptq::client {
@@ -37,6 +38,9 @@ struct ClientOptions {
   int max_attempts = 4;
   // Sleep before the first retry; doubled before each further one.
   absl::Duration initial_backoff = absl::Milliseconds(250);
+  // TLS and bearer token (common/grpc_security.h: LoadChannelCredentials); default plaintext
+  // without a token.
+  GrpcChannelCredentials credentials;
 
   // InvalidArgument for an empty address, non-positive timeouts or attempts < 1.
   absl::Status Validate() const;

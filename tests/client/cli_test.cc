@@ -27,53 +27,6 @@ using ::testing::HasSubstr;
 using Json = nlohmann::json;
 using namespace std::chrono_literals;
 
-// Exit codes of the client commands (worker/cli/commands.h).
-constexpr int kOk = 0, kFailed = 1, kUsage = 2, kCancelled = 3, kUnreachable = 4;
-
-struct Result {
-  int code = -1;
-  std::string out, err;
-};
-
-std::string ReadAll(const std::string& path) {
-  std::ifstream f(path);
-  return std::string(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
-}
-
-// Output files of child processes, unique per call.
-class Outputs {
- public:
-  explicit Outputs(const TempDir& dir) : dir_(dir) {}
-  std::pair<std::string, std::string> Next() {
-    ++n_;
-    return {dir_ / absl::StrCat("out-", n_), dir_ / absl::StrCat("err-", n_)};
-  }
-
- private:
-  const TempDir& dir_;
-  int n_ = 0;
-};
-
-// `dgptq args...` with stdout and stderr kept apart (the shell wrapper moves stderr to a file).
-std::unique_ptr<Subprocess> StartDgptq(const std::vector<std::string>& args, Outputs& outputs,
-                                       std::string* out_path, std::string* err_path) {
-  std::tie(*out_path, *err_path) = outputs.Next();
-  std::vector<std::string> argv = {"/bin/sh", "-c",      "e=$1; shift; exec \"$@\" 2>\"$e\"",
-                                   "sh",      *err_path, DGPTQ_CLI_BIN};
-  argv.insert(argv.end(), args.begin(), args.end());
-  return std::make_unique<Subprocess>(argv, *out_path);
-}
-
-Result RunDgptq(const std::vector<std::string>& args, Outputs& outputs) {
-  std::string out, err;
-  auto p = StartDgptq(args, outputs, &out, &err);
-  Result r;
-  r.code = p->Wait(60s);
-  r.out = ReadAll(out);
-  r.err = ReadAll(err);
-  return r;
-}
-
 std::vector<Json> JsonLines(const std::string& text) {
   std::vector<Json> lines;
   for (absl::string_view line : absl::StrSplit(text, '\n', absl::SkipEmpty())) {
@@ -88,10 +41,7 @@ class CliTest : public ::testing::Test {
   static void SetUpTestSuite() {
     shared_ = new TempDir;
     Outputs outputs(*shared_);
-    const Result r = RunDgptq(
-        {"make-model", "--arch", "llama", "--out", *shared_ / "model", "--hidden", "64", "--layers",
-         "2", "--heads", "4", "--kv-heads", "2", "--intermediate", "128", "--vocab", "300"},
-        outputs);
+    const Result r = MakeTinyModel(*shared_ / "model", outputs);
     ASSERT_EQ(r.code, kOk) << r.out << r.err;
     std::ofstream(*shared_ / "calib.txt") << "Once upon a time there was a tiny model.\n";
   }

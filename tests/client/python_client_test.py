@@ -1,6 +1,8 @@
 """Runs the Python client example (coordinator/client/python/dgptq_client.py) against a real
 dgptq-coordinator: a submitted job cancelled with `dgptq cancel` makes the example print the
-CANCELLED state change and exit 3; an invalid spec exits 1; an address nobody listens on exits 4.
+CANCELLED state change and exit 3; an invalid spec exits 1; an address nobody listens on exits 4;
+against a TLS coordinator that needs a client token, the example connects with --tls-ca and sends
+the token from --token-file or $DGPTQ_TOKEN (without one: UNAUTHENTICATED, exit 1).
 
 Usage: python3 python_client_test.py --stubs DIR --client PY --coordinator-bin BIN --dgptq-bin BIN
 """
@@ -46,6 +48,52 @@ def run_client(args, extra):
     return [sys.executable, args.client, "--stubs", args.stubs] + extra
 
 
+def start_coordinator(args, tmp, name, flags):
+    """A coordinator on 127.0.0.1 with `flags`: (process, log file, port)."""
+    port_file = os.path.join(tmp, name + ".port")
+    log = open(os.path.join(tmp, name + ".log"), "w")
+    proc = subprocess.Popen([args.coordinator_bin, "--listen", "127.0.0.1:0", "--metrics-listen",
+                             "", "--port-file", port_file] + flags, stdout=log, stderr=log)
+    return proc, log, wait_for_port(port_file, proc)
+
+
+def stop(proc, log):
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    log.close()
+
+
+def check_tls_and_token(args, tmp, spec):
+    """A TLS coordinator needing a client token: the spec is refused as INVALID_ARGUMENT once
+    TLS and the token pass, and as UNAUTHENTICATED without the token."""
+    cert, key, token = (os.path.join(tmp, n) for n in ("server.pem", "server.key", "token"))
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out", cert, "-days",
+                    "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True, timeout=60)
+    with open(token, "w") as f:
+        f.write("py-client-token\n")
+    coordinator, log, port = start_coordinator(
+        args, tmp, "tls", ["--tls-cert", cert, "--tls-key", key, "--client-token-file", token])
+    try:
+        check(port > 0, "TLS coordinator did not write its port")
+        base = ["--coordinator", "127.0.0.1:%d" % port, "--tls-ca", cert, "--bits", "5"] + spec
+        env = dict(os.environ, DGPTQ_TOKEN="py-client-token")
+        for extra, environ, want in ((["--token-file", token], None, "INVALID_ARGUMENT"),
+                                     ([], env, "INVALID_ARGUMENT"),
+                                     ([], None, "UNAUTHENTICATED")):
+            r = subprocess.run(run_client(args, base + extra), capture_output=True, text=True,
+                               timeout=60, env=environ)
+            check(r.returncode == EXIT_FAILED and want in r.stderr,
+                  "TLS %s: exit %d: %s" % (want, r.returncode, r.stderr))
+    finally:
+        stop(coordinator, log)
+
+
 def main():
     p = argparse.ArgumentParser()
     for name in ("--stubs", "--client", "--coordinator-bin", "--dgptq-bin"):
@@ -64,12 +112,8 @@ def main():
         spec = ["--model", model, "--out", os.path.join(tmp, "out"), "--calib", calib,
                 "--samples", "4", "--seq-len", "16"]
 
-        port_file = os.path.join(tmp, "port")
-        log = open(os.path.join(tmp, "coordinator.log"), "w")
-        coordinator = subprocess.Popen([args.coordinator_bin, "--listen", "127.0.0.1:0", "--metrics-listen", "",
-                                        "--port-file", port_file], stdout=log, stderr=log)
+        coordinator, log, port = start_coordinator(args, tmp, "coordinator", [])
         try:
-            port = wait_for_port(port_file, coordinator)
             check(port > 0, "coordinator did not write its port")
             address = "127.0.0.1:%d" % port
 
@@ -96,13 +140,8 @@ def main():
                                                                          bad.stderr))
             check("INVALID_ARGUMENT" in bad.stderr, "bits 5: " + bad.stderr)
         finally:
-            coordinator.send_signal(signal.SIGTERM)
-            try:
-                coordinator.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                coordinator.kill()
-                coordinator.wait()
-            log.close()
+            stop(coordinator, log)
+        check_tls_and_token(args, tmp, spec)
 
         # Nobody listening: exit 4 within the connect timeout.
         start = time.time()

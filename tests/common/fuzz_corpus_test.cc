@@ -1,43 +1,24 @@
-// Replays every input under fuzz/corpus/<target>/ through its parser: no crash, and
-// the status is OK or InvalidArgument. Crash inputs found by scripts/fuzz.sh are kept
-// in the corpus, so they stay regression tests here.
-#include <filesystem>
-#include <fstream>
-#include <iterator>
-#include <string>
-#include <vector>
-
+// The fuzz corpora of the common/ parsers, replayed (tests/fuzz/corpus_replay.h).
 #include "fuzz/fuzz_entry.h"
 #include "gtest/gtest.h"
+#include "tests/fuzz/corpus_replay.h"
 
 namespace dgptq {
 namespace {
 
-using Entry = absl::Status (*)(const uint8_t*, size_t);
-
-void Replay(const std::string& target, Entry entry) {
-  const std::filesystem::path dir =
-      std::filesystem::path(DGPTQ_SOURCE_DIR) / "fuzz" / "corpus" / target;
-  ASSERT_TRUE(std::filesystem::is_directory(dir)) << dir;
-  int files = 0;
-  for (const auto& e : std::filesystem::directory_iterator(dir)) {
-    if (!e.is_regular_file()) continue;
-    std::ifstream in(e.path(), std::ios::binary);
-    const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    const absl::Status s = entry(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
-    EXPECT_TRUE(s.ok() || absl::IsInvalidArgument(s)) << e.path() << ": " << s;
-    ++files;
-  }
-  EXPECT_GT(files, 0) << "empty corpus " << dir;
-}
+using fuzz::ReplayCorpus;
 
 TEST(FuzzCorpusTest, SafetensorsHeader) {
-  Replay("fuzz_safetensors_header", &fuzz::FuzzSafetensorsHeader);
+  ReplayCorpus("fuzz_safetensors_header", &fuzz::FuzzSafetensorsHeader);
 }
 
-TEST(FuzzCorpusTest, ModelConfig) { Replay("fuzz_model_config", &fuzz::FuzzModelConfig); }
+TEST(FuzzCorpusTest, ModelConfig) { ReplayCorpus("fuzz_model_config", &fuzz::FuzzModelConfig); }
 
-TEST(FuzzCorpusTest, Npy) { Replay("fuzz_npy", &fuzz::FuzzNpy); }
+TEST(FuzzCorpusTest, Npy) { ReplayCorpus("fuzz_npy", &fuzz::FuzzNpy); }
+
+TEST(FuzzCorpusTest, Tokenizer) { ReplayCorpus("fuzz_tokenizer", &fuzz::FuzzTokenizer); }
+
+TEST(FuzzCorpusTest, Calibration) { ReplayCorpus("fuzz_calibration", &fuzz::FuzzCalibration); }
 
 }  // namespace
 }  // namespace dgptq

@@ -237,8 +237,10 @@ TEST_F(SchedulingTest, DeviceKindAndCommBackend) {
   EXPECT_FALSE(g4.Next(50ms).has_value());
 }
 
+// Without retries (--max-job-retries 0) a lost worker fails its job.
 TEST_F(SchedulingTest, ALostLeaseFailsTheJobNamingTheWorker) {
   CoordinatorOptions o = TestOptions();
+  o.max_job_retries = 0;
   o.lease_ttl = absl::Milliseconds(400);
   o.heartbeat_interval = absl::Milliseconds(50);
   Start(o);
@@ -253,16 +255,57 @@ TEST_F(SchedulingTest, ALostLeaseFailsTheJobNamingTheWorker) {
   EXPECT_EQ(b.Heartbeat().error_code(), grpc::StatusCode::NOT_FOUND);
 }
 
-TEST_F(SchedulingTest, ADisconnectedWorkerFailsItsJob) {
-  Start();
+// A disconnected worker's job goes back to QUEUED naming it, its other rank is stopped
+// (keeping the partial output), and once that rank is idle the job is re-planned over the
+// one worker left; when retries run out it fails naming the worker.
+TEST_F(SchedulingTest, ADisconnectedWorkerRequeuesItsJobOverTheWorkersLeft) {
+  CoordinatorOptions o = TestOptions();
+  o.max_job_retries = 1;
+  Start(o);
   FakeWorker& a = AddWorker("a");
   FakeWorker& b = AddWorker("b");
   const std::string id = Run({&a, &b});
+  a.LayerDone(id, 0, 0, 2);
+  b.LayerDone(id, 1, 0, 2);
+  for (int i = 0; i < 1000 && Get(id).layers_done() < 1; ++i) std::this_thread::sleep_for(5ms);
+  ASSERT_EQ(Get(id).layers_done(), 1);
+  b.Disconnect();
+  ASSERT_TRUE(WaitForState(id, v1::JOB_STATE_QUEUED));
+  EXPECT_THAT(Get(id).reason(), HasSubstr("worker b disconnected; re-queued to resume after layer 0 (retry 1 of 1)"));
+  const v1::ControlResponse stop = Expect(a, Kind::kStopJob);
+  EXPECT_FALSE(stop.stop_job().discard_output());
+  EXPECT_EQ(b.Heartbeat().error_code(), grpc::StatusCode::NOT_FOUND);
+  a.Result(id, 0, 1, "cancelled");  // the stopped rank reports back: idle again
+  const v1::ControlResponse rdv = Expect(a, Kind::kCreateRendezvous);
+  EXPECT_EQ(rdv.create_rendezvous().job_id(), id);
+  EXPECT_EQ(rdv.create_rendezvous().world_size(), 1);
+  a.Offer(id);
+  EXPECT_EQ(Expect(a, Kind::kAssignment).assignment().world_size(), 1);
+  a.Disconnect();  // no retry left
+  ASSERT_TRUE(WaitForState(id, v1::JOB_STATE_FAILED));
+  EXPECT_EQ(Get(id).reason(), "worker a disconnected (after 1 retries)");
+}
+
+// A rank's communicator error waits briefly for the lost worker it is the symptom of, which
+// then names the reason; a cancelled job tells its ranks to discard the partial output.
+TEST_F(SchedulingTest, ACommunicatorErrorDefersToTheLostWorker) {
+  CoordinatorOptions o = TestOptions();
+  o.max_job_retries = 0;
+  Start(o);
+  FakeWorker& a = AddWorker("a");
+  FakeWorker& b = AddWorker("b");
+  const std::string id = Run({&a, &b});
+  a.Result(id, 0, 14, "broadcast: connection reset by peer");  // UNAVAILABLE
+  std::this_thread::sleep_for(200ms);
+  EXPECT_EQ(Get(id).state(), v1::JOB_STATE_RUNNING);
   b.Disconnect();
   ASSERT_TRUE(WaitForState(id, v1::JOB_STATE_FAILED));
   EXPECT_EQ(Get(id).reason(), "worker b disconnected");
-  Expect(a, Kind::kStopJob);
-  EXPECT_EQ(b.Heartbeat().error_code(), grpc::StatusCode::NOT_FOUND);
+
+  FakeWorker& c = AddWorker("c");
+  const std::string next = Run({&a, &c}, "out2");
+  Cancel(next);
+  EXPECT_TRUE(Expect(a, Kind::kStopJob).stop_job().discard_output());
 }
 
 TEST_F(SchedulingTest, NoOfferWithinTheTimeoutFailsTheJobAndFreesTheWorkers) {

@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <filesystem>
+#include <regex>
 #include <map>
 #include <memory>
 #include <set>
@@ -39,12 +40,21 @@ class Service : public ::testing::Test {
     calib_ = tmp_ / "calib.txt";
     auto r = MakeSmallModel(model_, 3, calib_, 300);
     ASSERT_EQ(r.code, 0) << r.output;
+    StartCoordinator({});
+  }
+  // (Re)starts the coordinator with `extra` flags; call before starting workers.
+  void StartCoordinator(const std::vector<std::string>& extra) {
+    if (coordinator_) {
+      coordinator_->Signal(SIGTERM);
+      coordinator_->Wait(10s);
+    }
     const std::string port_file = tmp_ / "port";
-    coordinator_ = std::make_unique<Subprocess>(
-        std::vector<std::string>{kCoordinator, "--listen", "127.0.0.1:0", "--metrics-listen", "",
-                                 "--port-file",
-                                 port_file, "--lease-ttl", "5", "--heartbeat-interval", "0.5"},
-        tmp_ / "coordinator.log");
+    std::filesystem::remove(port_file);
+    std::vector<std::string> argv{kCoordinator, "--listen", "127.0.0.1:0", "--metrics-listen", "",
+                                  "--port-file", port_file, "--lease-ttl", "5",
+                                  "--heartbeat-interval", "0.5"};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    coordinator_ = std::make_unique<Subprocess>(argv, tmp_ / "coordinator.log");
     const int port = dgptq::testing::WaitForPortFile(port_file, 10s);
     ASSERT_GT(port, 0) << coordinator_->Log();
     address_ = "127.0.0.1:" + std::to_string(port);
@@ -333,9 +343,11 @@ TEST_F(Service, CancelMidRunStopsEveryWorker) {
   EXPECT_FALSE(HasStaging(tmp_.path()));
 }
 
-// A worker killed with SIGKILL mid-job fails the job with a reason naming it, within the
-// lease time; the surviving worker returns to idle and runs the next job with a new peer.
+// Without retries (--max-job-retries 0), a worker killed with SIGKILL mid-job fails the
+// job with a reason naming it, within the lease time; the surviving worker returns to idle
+// and runs the next job with a new peer.
 TEST_F(Service, KilledWorkerFailsTheJobAndTheOthersRecover) {
+  StartCoordinator({"--max-job-retries", "0"});
   StartWorker();
   Subprocess& victim = StartWorker();
   v1::JobSpec spec = Spec("killed", 2);
@@ -355,6 +367,58 @@ TEST_F(Service, KilledWorkerFailsTheJobAndTheOthersRecover) {
   const v1::Job next = Submit(Spec("after-kill", 2));
   Watch(next.job_id(), 120s);
   EXPECT_EQ(Get(next.job_id()).state(), v1::JOB_STATE_SUCCEEDED) << Get(next.job_id()).reason();
+}
+
+// A worker killed with SIGKILL mid-job: the job is re-queued naming it, re-planned over the
+// two workers left, resumes after the layers its partial output holds and succeeds with the
+// codes of an undisturbed one-process run.
+TEST_F(Service, KilledWorkerJobResumesOnTheOthers) {
+  StartWorker();
+  StartWorker();
+  Subprocess& victim = StartWorker();
+  v1::JobSpec spec = Spec("resumed", 3);
+  spec.mutable_calibration()->set_samples(1024);
+  spec.mutable_quantization()->set_true_sequential(true);
+  const v1::Job job = Submit(spec);
+  const auto end = std::chrono::steady_clock::now() + 120s;
+  v1::Job j = Get(job.job_id());
+  while (j.layers_done() < 1 && j.state() < v1::JOB_STATE_SUCCEEDED &&
+         std::chrono::steady_clock::now() < end) {
+    std::this_thread::sleep_for(10ms);
+    j = Get(job.job_id());
+  }
+  ASSERT_EQ(j.state(), v1::JOB_STATE_RUNNING) << j.reason();
+  victim.Signal(SIGKILL);
+  Watch(job.job_id(), 180s);
+  const v1::Job done = Get(job.job_id());
+  ASSERT_EQ(done.state(), v1::JOB_STATE_SUCCEEDED) << done.reason();
+  EXPECT_EQ(done.worker_ids_size(), 2);  // the re-planned run
+  bool requeued = false;
+  for (const v1::JobEvent& e : Watch(job.job_id(), 10s)) {
+    if (e.has_state_change() && e.state_change().to_state() == v1::JOB_STATE_QUEUED &&
+        e.state_change().reason().find("w2") != std::string::npos) {
+      requeued = true;
+    }
+  }
+  EXPECT_TRUE(requeued);
+  bool resumed = false;
+  for (size_t i = 0; i + 1 < workers_.size(); ++i) {
+    resumed = resumed || std::regex_search(workers_[i]->Log(), std::regex("resumed after [1-9]"));
+  }
+  EXPECT_TRUE(resumed);
+
+  auto one = RunDgptq("quantize --model " + model_ + " --calib " + calib_ +
+                      " --samples 1024 --seq-len 64 --group-size 32 --act-order "
+                      "--true-sequential --threads 1 --out " + std::string(tmp_ / "one"));
+  ASSERT_EQ(one.code, 0) << one.output;
+  const auto a = LoadQuantizedModules(tmp_ / "one");
+  const auto b = LoadQuantizedModules(tmp_ / "resumed");
+  ASSERT_EQ(b.size(), a.size());
+  for (const auto& [name, q] : a) {
+    EXPECT_EQ(b.at(name).codes, q.codes) << name;
+    EXPECT_EQ(b.at(name).scales, q.scales) << name;
+  }
+  EXPECT_FALSE(HasStaging(tmp_.path()));
 }
 
 // GPU machines only: one worker on the GPU (a 1-rank NCCL communicator), and two workers

@@ -4,6 +4,7 @@
 #include <thread>
 
 #include "CLI/CLI.hpp"
+#include "common/channel_flags.h"
 #include "common/daemon_util.h"
 #include "spdlog/spdlog.h"
 #include "worker/daemon/worker_daemon.h"
@@ -25,6 +26,8 @@ int main(int argc, char** argv) {
   app.add_option("--port-file", o.port_file, "write the bound gRPC port here");
   app.add_option("--metrics-port-file", o.metrics_port_file, "write the bound metrics port here");
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error");
+  dgptq::AddChannelSecurityFlags(&app, &o.coordinator_tls, &o.token_file,
+                                 "file holding the worker bearer token");
   CLI11_PARSE(app, argc, argv);
   auto kind = dgptq::kernels::ParseDeviceKind(device);
   if (!kind.ok()) {
@@ -50,7 +53,7 @@ int main(int argc, char** argv) {
   const absl::Status s = daemon.Run();
   if (!s.ok()) {
     std::fprintf(stderr, "dgptq-worker: %s\n", s.ToString().c_str());
-    return 1;
+    return absl::IsInvalidArgument(s) ? 2 : 1;  // bad flags or unusable TLS / token files
   }
   return 0;
 }

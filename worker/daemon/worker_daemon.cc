@@ -112,6 +112,7 @@ struct WorkerDaemon::Impl {
   bool Sleep(absl::Duration d);  // false when shutting down
 
   WorkerDaemonOptions opts;
+  GrpcChannelCredentials credentials;  // to the coordinator, loaded once by Run()
   std::string worker_id;
   std::atomic<bool> stopping{false};
   std::mutex stop_mu;
@@ -132,6 +133,7 @@ struct WorkerDaemon::Impl {
   std::string job_id;  // empty when idle
   int job_rank = 0, job_world = 0, last_layer_done = -1;
   std::atomic<bool> job_cancel{false};
+  std::atomic<bool> job_discard{false};  // the stopped job's partial output goes too
 
   std::unique_ptr<WorkerMetrics> metrics;
   std::unique_ptr<grpc::Server> server;
@@ -218,6 +220,11 @@ absl::Status WorkerDaemon::Impl::Run() {
   if (opts.device == kernels::DeviceKind::kCuda && !kernels::CudaAvailable()) {
     return absl::FailedPreconditionError("--device cuda but no usable CUDA device");
   }
+  std::string token;
+  if (!opts.token_file.empty()) {
+    DGPTQ_ASSIGN_OR_RETURN(token, ReadBearerTokenFile(opts.token_file));
+  }
+  DGPTQ_ASSIGN_OR_RETURN(credentials, LoadChannelCredentials(opts.coordinator_tls, token));
   DGPTQ_RETURN_IF_ERROR(Serve());
   absl::Duration backoff = absl::Milliseconds(200);
   while (!stopping) {
@@ -237,9 +244,7 @@ absl::Status WorkerDaemon::Impl::Run() {
 }
 
 absl::Status WorkerDaemon::Impl::Session() {
-  auto channel = grpc::CreateCustomChannel(opts.coordinator, grpc::InsecureChannelCredentials(),
-                                           GrpcChannelArguments());
-  auto stub = v1::Coordinator::NewStub(channel);
+  auto stub = v1::Coordinator::NewStub(MakeGrpcChannel(opts.coordinator, credentials));
 
   v1::RegisterWorkerRequest reg;
   reg.set_name(opts.name);
@@ -341,6 +346,7 @@ void WorkerDaemon::Impl::Handle(const v1::ControlResponse& msg) {
       if (job_id == msg.stop_job().job_id()) {
         spdlog::info("worker {}: stopping job {}: {}", opts.name, job_id, msg.stop_job().reason());
         job_cancel = true;
+        if (msg.stop_job().discard_output()) job_discard = true;
       }
       break;
     }
@@ -399,6 +405,7 @@ void WorkerDaemon::Impl::StartJob(const v1::Assignment& a) {
   job_world = a.world_size();
   last_layer_done = -1;
   job_cancel = false;
+  job_discard = false;
   if (metrics) metrics->JobStarted();
   job_thread = std::thread([this, a] { RunJob(a); });
 }
@@ -431,12 +438,12 @@ void WorkerDaemon::Impl::RunJob(v1::Assignment a) {
     std::lock_guard<std::mutex> lock(rdv_mu);
     listeners.erase(a.job_id());
   }
-  if (st.code() == absl::StatusCode::kUnavailable) {
-    // A peer vanished: give the coordinator a moment to notice the lost worker (it then
-    // stops this job and names that worker) before reporting the symptom seen here.
-    for (int i = 0; i < 20 && !job_cancel; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
   if (!st.ok() && job_cancel) st = absl::CancelledError(std::string(st.message()));
+  if (!st.ok() && job_discard && a.rank() == 0) {
+    if (absl::Status rm = RemovePartialOutput(a.spec().output_path()); !rm.ok()) {
+      spdlog::warn("worker {}: job {}: {}", opts.name, a.job_id(), rm.ToString());
+    }
+  }
   v1::ControlRequest res = ResultMessage(a.job_id(), a.rank(), st);
   v1::WorkerResult* r = res.mutable_result();
   r->set_bytes_communicated(static_cast<int64_t>(bytes));
@@ -478,6 +485,9 @@ absl::Status WorkerDaemon::Impl::RunRank(const v1::Assignment& a, Communicator**
   o.device = opts.device;
   o.gpu = opts.gpu;
   o.cpu_threads = opts.cpu_threads;
+  // A job that ran before (a lost worker, a restarted coordinator) goes on from the layers
+  // its partial output holds; the output is the same whatever the ranks before and after.
+  o.resume = ResumeMode::kIfMatching;
 
   RankContext ctx;
   ctx.rank = a.rank();
@@ -537,8 +547,9 @@ absl::Status WorkerDaemon::Impl::RunRank(const v1::Assignment& a, Communicator**
                            if (metrics) metrics->Progress(e, *raw ? (*raw)->backend() : "none");
                            SendProgress(a, e);
                          }));
-  spdlog::info("worker {}: job {} rank {}: {} modules, peak RSS {} MB", opts.name, a.job_id(),
-               a.rank(), report.modules.size(), report.peak_rss_bytes >> 20);
+  spdlog::info("worker {}: job {} rank {}: {} modules, resumed after {} finished layers, peak RSS {} MB",
+               opts.name, a.job_id(), a.rank(), report.modules.size(), report.resumed_layers,
+               report.peak_rss_bytes >> 20);
   return absl::OkStatus();
 }
 

@@ -21,7 +21,10 @@
 // standard grpc.health.v1 health service (NOT_SERVING once draining) and server
 // reflection; /metrics is on --metrics-listen (worker_metrics.h lists the series). The
 // server and the channel to the coordinator use the shared keepalive and message size
-// settings of common/grpc_options.h.
+// settings of common/grpc_options.h; the channel uses TLS and a bearer token when configured
+// (the worker's own port stays plaintext: it serves status and health only).
+// - A coordinator that refuses the worker's token (UNAUTHENTICATED, PERMISSION_DENIED) is
+//   retried like an unreachable one: the error is logged on every attempt.
 //
 // Thread-safety: Run() on one thread; Shutdown() from any thread.
 #pragma once
@@ -31,6 +34,7 @@
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
+#include "common/grpc_security.h"
 #include "kernels/backend.h"
 
 namespace dgptq::worker {
@@ -49,6 +53,10 @@ struct WorkerDaemonOptions {
   std::string metrics_listen = "0.0.0.0:9091";   // Prometheus /metrics; "" none
   std::string port_file;          // if set, the bound gRPC port is written here
   std::string metrics_port_file;  // if set, the bound metrics port is written here
+  // TLS to the coordinator (mutual with a client certificate) and the file holding the worker
+  // bearer token; defaults: plaintext, no token (common/grpc_security.h).
+  GrpcChannelTls coordinator_tls;
+  std::string token_file;
 };
 
 class WorkerDaemon {
@@ -58,8 +66,9 @@ class WorkerDaemon {
   WorkerDaemon(const WorkerDaemon&) = delete;
   WorkerDaemon& operator=(const WorkerDaemon&) = delete;
 
-  // Serves until Shutdown(); returns OK then. InvalidArgument for bad options,
-  // FailedPrecondition when the device is unusable (e.g. --device cuda without a GPU).
+  // Serves until Shutdown(); returns OK then. InvalidArgument for bad options (an unreadable or
+  // mismatched TLS or token file included, naming it), FailedPrecondition when the device is
+  // unusable (e.g. --device cuda without a GPU).
   absl::Status Run();
   // Stops the running job (it reports CANCELLED), closes the stream and makes Run return.
   void Shutdown();

@@ -12,6 +12,9 @@ Debian's python3-grpcio and python3-protobuf only. It needs stubs generated from
 It prints "job <id>" first, then one line per event (JSON lines with --json), then the final
 state. Exit codes match `dgptq submit --wait`: 0 succeeded, 1 failed (or an error), 2 usage,
 3 cancelled, 4 coordinator unreachable.
+
+Security as for `dgptq submit`: --tls-ca (TLS), --tls-cert/--tls-key (mutual TLS),
+--tls-server-name, and the client bearer token from --token-file or $DGPTQ_TOKEN.
 """
 import argparse
 import os
@@ -44,7 +47,38 @@ def parse_args():
     p.add_argument("--request-id", default="", help="idempotency key (default: a random UUID)")
     p.add_argument("--connect-timeout", type=float, default=5.0, help="seconds")
     p.add_argument("--json", action="store_true", help="events as JSON lines")
+    p.add_argument("--tls-ca", help="PEM CA certificates: connect with TLS")
+    p.add_argument("--tls-cert", help="PEM client certificate chain (mutual TLS)")
+    p.add_argument("--tls-key", help="PEM private key of --tls-cert")
+    p.add_argument("--tls-server-name", help="name the coordinator's certificate must carry")
+    p.add_argument("--token-file", help="file holding the client bearer token "
+                   "(default: $DGPTQ_TOKEN, if set)")
     return p.parse_args()
+
+
+def read_file(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def make_channel(grpc, args):
+    """A plaintext channel, or TLS with --tls-ca (mutual with --tls-cert and --tls-key)."""
+    if not args.tls_ca:
+        return grpc.insecure_channel(args.coordinator)
+    creds = grpc.ssl_channel_credentials(
+        read_file(args.tls_ca), read_file(args.tls_key) if args.tls_key else None,
+        read_file(args.tls_cert) if args.tls_cert else None)
+    options = [("grpc.ssl_target_name_override", args.tls_server_name)] \
+        if args.tls_server_name else []
+    return grpc.secure_channel(args.coordinator, creds, options=options)
+
+
+def call_metadata(args):
+    """The bearer token as call metadata: --token-file, else $DGPTQ_TOKEN, else none. Metadata
+    rather than call credentials, which grpc sends over TLS only."""
+    token = read_file(args.token_file).decode().strip() if args.token_file else \
+        os.environ.get("DGPTQ_TOKEN", "")
+    return (("authorization", "Bearer " + token),) if token else ()
 
 
 def state_name(job_pb2, state):
@@ -72,13 +106,13 @@ def event_line(job_pb2, ev):
     return "event"
 
 
-def call_with_retry(grpc, fn, request):
+def call_with_retry(grpc, fn, request, metadata):
     """Calls a unary RPC, retrying UNAVAILABLE with backoff; the request (and so its request_id)
     is the same on every attempt, so a retried SubmitJob never creates a second job."""
     backoff = INITIAL_BACKOFF_S
     for attempt in range(MAX_ATTEMPTS):
         try:
-            return fn(request, timeout=RPC_TIMEOUT_S)
+            return fn(request, timeout=RPC_TIMEOUT_S, metadata=metadata)
         except grpc.RpcError as e:
             if e.code() != grpc.StatusCode.UNAVAILABLE or attempt + 1 == MAX_ATTEMPTS:
                 raise
@@ -86,7 +120,7 @@ def call_with_retry(grpc, fn, request):
         backoff *= 2
 
 
-def watch(grpc, pb, stub, job_id, json_lines):
+def watch(grpc, pb, stub, job_id, json_lines, metadata):
     """Prints every event once, reopening a broken stream from the next index; returns the
     final Job."""
     coordinator_pb2, job_pb2, json_format = pb
@@ -94,7 +128,7 @@ def watch(grpc, pb, stub, job_id, json_lines):
     while True:
         request = coordinator_pb2.WatchJobRequest(job_id=job_id, from_index=next_index)
         try:
-            for ev in stub.WatchJob(request):
+            for ev in stub.WatchJob(request, metadata=metadata):
                 if ev.index < next_index:
                     continue
                 next_index, failures, backoff = ev.index + 1, 0, INITIAL_BACKOFF_S
@@ -102,7 +136,8 @@ def watch(grpc, pb, stub, job_id, json_lines):
                     print(json_format.MessageToJson(ev, indent=None), flush=True)
                 else:
                     print("[%d] %s" % (ev.index, event_line(job_pb2, ev)), flush=True)
-            job = call_with_retry(grpc, stub.GetJob, coordinator_pb2.GetJobRequest(job_id=job_id))
+            job = call_with_retry(grpc, stub.GetJob, coordinator_pb2.GetJobRequest(job_id=job_id),
+                                  metadata)
             if job.state in (job_pb2.JOB_STATE_SUCCEEDED, job_pb2.JOB_STATE_FAILED,
                              job_pb2.JOB_STATE_CANCELLED):
                 return job
@@ -143,7 +178,11 @@ def main():
     from google.protobuf import json_format
     from dgptq.v1 import coordinator_pb2, coordinator_pb2_grpc, job_pb2
 
-    channel = grpc.insecure_channel(args.coordinator)
+    try:
+        channel, metadata = make_channel(grpc, args), call_metadata(args)
+    except OSError as e:
+        print("dgptq_client: %s" % e, file=sys.stderr)
+        return EXIT_USAGE
     try:
         grpc.channel_ready_future(channel).result(timeout=args.connect_timeout)
     except grpc.FutureTimeoutError:
@@ -154,9 +193,10 @@ def main():
     request = coordinator_pb2.SubmitJobRequest(spec=build_spec(job_pb2, args),
                                                request_id=args.request_id or str(uuid.uuid4()))
     try:
-        job = call_with_retry(grpc, stub.SubmitJob, request).job
+        job = call_with_retry(grpc, stub.SubmitJob, request, metadata).job
         print("job %s" % job.job_id, flush=True)
-        job = watch(grpc, (coordinator_pb2, job_pb2, json_format), stub, job.job_id, args.json)
+        job = watch(grpc, (coordinator_pb2, job_pb2, json_format), stub, job.job_id, args.json,
+                    metadata)
     except grpc.RpcError as e:
         print("dgptq_client: %s: %s" % (e.code().name, e.details()), file=sys.stderr)
         unreachable = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)

@@ -1,0 +1,7 @@
+// libFuzzer target: calibration token files (input layout: fuzz_entry.h).
+#include "fuzz/fuzz_entry.h"
+#include "fuzz/fuzz_target.h"
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  return dgptq::fuzz::AbortOnInternal(dgptq::fuzz::FuzzCalibration(data, size));
+}
