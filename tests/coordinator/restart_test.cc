@@ -33,8 +33,9 @@ class RestartTest : public CoordinatorTest {
   // Starts the daemon on `port` (0: any) over tmp_/state; stub_ and client_ talk to it.
   void StartDaemon(int port = 0) {
     workers_.clear();  // FakeWorkers hold the old stub
-    port_ = port;
-    daemon_ = dgptq::testing::StartDurableCoordinator(tmp_.path(), &port_);
+    dgptq::testing::Daemon d = dgptq::testing::StartDurableCoordinator(tmp_.path(), port);
+    daemon_ = std::move(d.proc);
+    port_ = d.port;
     ASSERT_GT(port_, 0) << daemon_->Log();
     const std::string address = "127.0.0.1:" + std::to_string(port_);
     stub_ =

@@ -22,13 +22,12 @@
 #include <vector>
 
 #include "dgptq/v1/coordinator.grpc.pb.h"
-#include "tests/subprocess.h"
+#include "tests/cluster_util.h"
 #include "tests/test_util.h"
 
 namespace dgptq {
 namespace {
 
-using dgptq::testing::Subprocess;
 using dgptq::testing::TempDir;
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
@@ -59,15 +58,10 @@ class CoordinatorLoad : public ::testing::Test {
     // The sanitizers stop the daemon at the first report; leaks are reported at exit.
     ::setenv("ASAN_OPTIONS", "halt_on_error=1:detect_leaks=1", 1);
     ::setenv("UBSAN_OPTIONS", "halt_on_error=1:print_stacktrace=1", 1);
-    const std::string port_file = tmp_ / "port";
-    coordinator_ = std::make_unique<Subprocess>(
-        std::vector<std::string>{DGPTQ_COORDINATOR_ASAN_BIN, "--listen", "127.0.0.1:0",
-                                 "--metrics-listen", "", "--port-file", port_file},
-        tmp_ / "coordinator.log");
-    const int port = dgptq::testing::WaitForPortFile(port_file, 60s);
-    ASSERT_GT(port, 0) << coordinator_->Log();
-    channel_ = grpc::CreateChannel("127.0.0.1:" + std::to_string(port),
-                                   grpc::InsecureChannelCredentials());
+    coordinator_ =
+        dgptq::testing::StartDaemon({DGPTQ_COORDINATOR_ASAN_BIN}, tmp_.path(), "coordinator", 60s);
+    ASSERT_GT(coordinator_.port, 0) << coordinator_.proc->Log();
+    channel_ = grpc::CreateChannel(coordinator_.address(), grpc::InsecureChannelCredentials());
     stub_ = v1::Coordinator::NewStub(channel_);
   }
 
@@ -87,7 +81,7 @@ class CoordinatorLoad : public ::testing::Test {
 
   TempDir tmp_;
   std::string model_, calib_;
-  std::unique_ptr<Subprocess> coordinator_;
+  dgptq::testing::Daemon coordinator_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::Coordinator::Stub> stub_;
 };
@@ -230,9 +224,9 @@ TEST_F(CoordinatorLoad, ConcurrentSubmitGetWatchAndListUnderSanitizers) {
   PrintLatencies("GetJob", get_ms);
 
   // --- A clean stop: exit 0 and no sanitizer report (leaks are checked at exit).
-  coordinator_->Signal(SIGTERM);
-  EXPECT_EQ(coordinator_->Wait(60s), 0) << coordinator_->Log();
-  const std::string log = coordinator_->Log();
+  coordinator_.proc->Signal(SIGTERM);
+  EXPECT_EQ(coordinator_.proc->Wait(60s), 0) << coordinator_.proc->Log();
+  const std::string log = coordinator_.proc->Log();
   for (const char* report : {"AddressSanitizer", "LeakSanitizer", "runtime error:"}) {
     EXPECT_EQ(log.find(report), std::string::npos) << log;
   }

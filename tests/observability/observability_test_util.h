@@ -21,6 +21,7 @@
 #include "dgptq/v1/coordinator.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
+#include "tests/cluster_util.h"
 #include "tests/subprocess.h"
 #include "tests/test_util.h"
 #include "tests/worker/output_test_util.h"
@@ -169,10 +170,7 @@ inline ProcOutput PromtoolCheckMetrics(const std::string& text, const std::strin
 // file, and a small model to quantize. Logs are printed when the test failed.
 class Cluster : public ::testing::Test {
  protected:
-  struct Daemon {
-    std::unique_ptr<Subprocess> proc;
-    int port = 0, metrics_port = 0;
-  };
+  using Daemon = dgptq::testing::Daemon;
 
   void SetUp() override {
     model_ = tmp_ / "model";
@@ -187,41 +185,16 @@ class Cluster : public ::testing::Test {
     stub_ =
         v1::Coordinator::NewStub(grpc::CreateChannel(address_, grpc::InsecureChannelCredentials()));
   }
-  void TearDown() override {
-    for (Daemon& w : workers_) w.proc->Signal(SIGTERM);
-    for (Daemon& w : workers_) w.proc->Wait(10s);
-    if (coordinator_.proc) {
-      coordinator_.proc->Signal(SIGTERM);
-      coordinator_.proc->Wait(10s);
-    }
-    if (HasFailure() && coordinator_.proc) {
-      std::printf("--- coordinator log:\n%s\n", coordinator_.proc->Log().c_str());
-      for (size_t i = 0; i < workers_.size(); ++i) {
-        std::printf("--- worker %zu log:\n%s\n", i, workers_[i].proc->Log().c_str());
-      }
-    }
-  }
+  void TearDown() override { dgptq::testing::StopDaemons(&coordinator_, &workers_, HasFailure()); }
 
-  // Starts `argv` with gRPC and /metrics on loopback port 0 and waits for both port files.
+  // Starts `argv` with gRPC and /metrics on loopback port 0 and waits for both ports.
   Daemon Spawn(const std::string& name, std::vector<std::string> argv) {
-    const std::string port_file = tmp_ / (name + ".port");
-    const std::string metrics_file = tmp_ / (name + ".metrics-port");
-    for (const std::string& a :
-         {std::string("--listen"), std::string("127.0.0.1:0"), std::string("--port-file"),
-          port_file, std::string("--metrics-listen"), std::string("127.0.0.1:0"),
-          std::string("--metrics-port-file"), metrics_file}) {
-      argv.push_back(a);
-    }
-    Daemon d;
-    d.proc = std::make_unique<Subprocess>(std::move(argv), tmp_ / (name + ".log"));
-    d.port = dgptq::testing::WaitForPortFile(port_file, 10s);
-    d.metrics_port = dgptq::testing::WaitForPortFile(metrics_file, 1s);
-    return d;
+    argv.insert(argv.end(), {"--metrics-listen", "127.0.0.1:0"});
+    return dgptq::testing::StartDaemon(std::move(argv), tmp_.path(), name, 10s);
   }
   Daemon& StartWorker() {
     const std::string name = "w" + std::to_string(workers_.size());
-    workers_.push_back(Spawn(name, {DGPTQ_WORKER_BIN, "--coordinator", address_, "--name", name,
-                                    "--threads", "1", "--comm-timeout", "60"}));
+    workers_.push_back(Spawn(name, dgptq::testing::WorkerArgv(DGPTQ_WORKER_BIN, address_, name)));
     return workers_.back();
   }
 

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "tests/cluster_util.h"
 #include "tests/subprocess.h"
 #include "tests/test_util.h"
 
@@ -55,23 +56,13 @@ inline void WriteToken(const std::string& path, const std::string& token) {
 }
 
 // A `dgptq-coordinator` on 127.0.0.1 with `extra` flags; port 0 when it did not start.
-struct Coordinator {
-  std::unique_ptr<Subprocess> proc;
-  int port = 0;
-  std::string address() const { return absl::StrCat("127.0.0.1:", port); }
-};
+using Coordinator = Daemon;
 
 inline Coordinator StartCoordinator(const TempDir& dir, const std::string& name,
                                     const std::vector<std::string>& extra) {
-  const std::string port_file = dir / (name + ".port");
-  std::vector<std::string> argv = {
-      DGPTQ_COORDINATOR_BIN, "--listen", "127.0.0.1:0", "--metrics-listen", "",
-      "--port-file",         port_file};
+  std::vector<std::string> argv = {DGPTQ_COORDINATOR_BIN};
   argv.insert(argv.end(), extra.begin(), extra.end());
-  Coordinator c;
-  c.proc = std::make_unique<Subprocess>(argv, dir / (name + ".log"));
-  c.port = WaitForPortFile(port_file, std::chrono::seconds(20));
-  return c;
+  return StartDaemon(argv, dir.path(), name);
 }
 
 }  // namespace dgptq::testing

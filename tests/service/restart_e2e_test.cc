@@ -61,31 +61,21 @@ class CoordinatorRestart : public ::testing::Test {
     auto r = MakeSmallModel(model_, 3, calib_, 300);
     ASSERT_EQ(r.code, 0) << r.output;
   }
-  void TearDown() override {
-    for (auto& w : workers_) w->Signal(SIGTERM);
-    for (auto& w : workers_) w->Wait(10s);
-    if (coordinator_) coordinator_->Signal(SIGTERM);
-    if (HasFailure()) {
-      if (coordinator_) std::printf("--- coordinator log:\n%s\n", coordinator_->Log().c_str());
-      for (auto& w : workers_) std::printf("--- worker log:\n%s\n", w->Log().c_str());
-    }
-  }
+  void TearDown() override { dgptq::testing::StopDaemons(&coordinator_, &workers_, HasFailure()); }
   // Starts the coordinator on `port` (0: any) over tmp_/state.
   void StartCoordinator(int port) {
-    port_ = port;
-    coordinator_ = dgptq::testing::StartDurableCoordinator(tmp_.path(), &port_);
-    ASSERT_GT(port_, 0) << coordinator_->Log();
+    coordinator_ = dgptq::testing::StartDurableCoordinator(tmp_.path(), port);
+    port_ = coordinator_.port;
+    ASSERT_GT(port_, 0) << coordinator_.proc->Log();
     client::ClientOptions o;
     o.address = "127.0.0.1:" + std::to_string(port_);
     client_ = std::make_unique<client::CoordinatorClient>(o);
   }
   void StartWorker() {
     const std::string name = "w" + std::to_string(workers_.size());
-    workers_.push_back(std::make_unique<Subprocess>(
-        std::vector<std::string>{
-            DGPTQ_WORKER_BIN, "--coordinator", "127.0.0.1:" + std::to_string(port_), "--name", name,
-            "--threads", "1", "--comm-timeout", "60", "--listen", "", "--metrics-listen", ""},
-        tmp_ / (name + ".log")));
+    workers_.push_back(dgptq::testing::StartDaemon(
+        dgptq::testing::WorkerArgv(DGPTQ_WORKER_BIN, coordinator_.address(), name), tmp_.path(),
+        name));
   }
   v1::Job Get(const std::string& id) {
     absl::StatusOr<v1::Job> job = client_->GetJob(id);
@@ -106,8 +96,8 @@ class CoordinatorRestart : public ::testing::Test {
 
   TempDir tmp_;
   std::string model_, calib_;
-  std::unique_ptr<Subprocess> coordinator_;
-  std::vector<std::unique_ptr<Subprocess>> workers_;
+  dgptq::testing::Daemon coordinator_;
+  std::vector<dgptq::testing::Daemon> workers_;
   std::unique_ptr<client::CoordinatorClient> client_;
   int port_ = 0;
 };
@@ -144,8 +134,8 @@ TEST_F(CoordinatorRestart, SigkilledMidJobTheJobRunsAgainAndMatchesOneProcess) {
       60s);
   ASSERT_EQ(before.state(), v1::JOB_STATE_RUNNING) << before.reason();
   ASSERT_LT(before.layers_done(), 3) << "the job ended before the kill: make it longer";
-  coordinator_->Signal(SIGKILL);
-  ASSERT_EQ(coordinator_->Wait(10s), 128 + SIGKILL);
+  coordinator_.proc->Signal(SIGKILL);
+  ASSERT_EQ(coordinator_.proc->Wait(10s), 128 + SIGKILL);
 
   const auto restarted = std::chrono::steady_clock::now();
   StartCoordinator(port_);
@@ -175,7 +165,7 @@ TEST_F(CoordinatorRestart, SigkilledMidJobTheJobRunsAgainAndMatchesOneProcess) {
   // or failed when its peer stopped first), and the worker registered with the new coordinator.
   int stopped = 0;
   for (auto& w : workers_) {
-    const std::string log = w->Log();
+    const std::string log = w.proc->Log();
     const size_t first_end = log.find(" ends: ");
     ASSERT_NE(first_end, std::string::npos) << log;
     EXPECT_NE(log.compare(first_end + 7, 2, "OK"), 0) << log;

@@ -13,6 +13,7 @@
 #include <set>
 
 #include "dgptq/v1/coordinator.grpc.pb.h"
+#include "tests/cluster_util.h"
 #include "tests/subprocess.h"
 #include "tests/test_util.h"
 #include "tests/worker/pipeline_test_util.h"
@@ -44,43 +45,24 @@ class Service : public ::testing::Test {
   }
   // (Re)starts the coordinator with `extra` flags; call before starting workers.
   void StartCoordinator(const std::vector<std::string>& extra) {
-    if (coordinator_) {
-      coordinator_->Signal(SIGTERM);
-      coordinator_->Wait(10s);
+    if (coordinator_.proc) {
+      coordinator_.proc->Signal(SIGTERM);
+      coordinator_.proc->Wait(10s);
     }
-    const std::string port_file = tmp_ / "port";
-    std::filesystem::remove(port_file);
-    std::vector<std::string> argv{kCoordinator, "--listen", "127.0.0.1:0", "--metrics-listen", "",
-                                  "--port-file", port_file, "--lease-ttl", "5",
-                                  "--heartbeat-interval", "0.5"};
+    std::vector<std::string> argv{kCoordinator, "--lease-ttl", "5", "--heartbeat-interval", "0.5"};
     argv.insert(argv.end(), extra.begin(), extra.end());
-    coordinator_ = std::make_unique<Subprocess>(argv, tmp_ / "coordinator.log");
-    const int port = dgptq::testing::WaitForPortFile(port_file, 10s);
-    ASSERT_GT(port, 0) << coordinator_->Log();
-    address_ = "127.0.0.1:" + std::to_string(port);
+    coordinator_ = dgptq::testing::StartDaemon(argv, tmp_.path(), "coordinator");
+    ASSERT_GT(coordinator_.port, 0) << coordinator_.proc->Log();
+    address_ = coordinator_.address();
     stub_ = v1::Coordinator::NewStub(
         grpc::CreateChannel(address_, grpc::InsecureChannelCredentials()));
   }
-  void TearDown() override {
-    for (auto& w : workers_) w->Signal(SIGTERM);
-    for (auto& w : workers_) w->Wait(10s);
-    coordinator_->Signal(SIGTERM);
-    coordinator_->Wait(10s);
-    if (HasFailure()) {
-      std::printf("--- coordinator log:\n%s\n", coordinator_->Log().c_str());
-      for (size_t i = 0; i < workers_.size(); ++i) {
-        std::printf("--- worker %zu log:\n%s\n", i, workers_[i]->Log().c_str());
-      }
-    }
-  }
+  void TearDown() override { dgptq::testing::StopDaemons(&coordinator_, &workers_, HasFailure()); }
   Subprocess& StartWorker(const std::vector<std::string>& extra = {}) {
     const std::string name = "w" + std::to_string(workers_.size());
-    std::vector<std::string> argv{kWorker, "--coordinator", address_, "--name", name,
-                                  "--threads", "1", "--comm-timeout", "60", "--listen",
-                                  "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"};
-    argv.insert(argv.end(), extra.begin(), extra.end());
-    workers_.push_back(std::make_unique<Subprocess>(argv, tmp_ / (name + ".log")));
-    return *workers_.back();
+    workers_.push_back(dgptq::testing::StartDaemon(
+        dgptq::testing::WorkerArgv(kWorker, address_, name, extra), tmp_.path(), name));
+    return *workers_.back().proc;
   }
   // Waits until the job reaches `state` (or a terminal state), up to `limit`.
   v1::Job WaitFor(const std::string& id, v1::JobState state, std::chrono::seconds limit) {
@@ -138,8 +120,8 @@ class Service : public ::testing::Test {
   }
   TempDir tmp_;
   std::string model_, calib_, address_;
-  std::unique_ptr<Subprocess> coordinator_;
-  std::vector<std::unique_ptr<Subprocess>> workers_;
+  dgptq::testing::Daemon coordinator_;
+  std::vector<dgptq::testing::Daemon> workers_;
   std::unique_ptr<v1::Coordinator::Stub> stub_;
 };
 
@@ -224,8 +206,8 @@ TEST_F(Service, JobWaitsForWorkersAndWorkersStopOnSigterm) {
   const v1::Job done = Get(job.job_id());
   EXPECT_EQ(done.state(), v1::JOB_STATE_SUCCEEDED) << done.reason();
   EXPECT_TRUE(std::filesystem::exists(tmp_ / "queued/config.json"));
-  for (auto& w : workers_) w->Signal(SIGTERM);
-  for (auto& w : workers_) EXPECT_EQ(w->Wait(10s), 0) << w->Log();
+  for (auto& w : workers_) w.proc->Signal(SIGTERM);
+  for (auto& w : workers_) EXPECT_EQ(w.proc->Wait(10s), 0) << w.proc->Log();
 }
 
 // A rank whose input went bad after submission (the calibration text truncated while the
@@ -403,7 +385,7 @@ TEST_F(Service, KilledWorkerJobResumesOnTheOthers) {
   EXPECT_TRUE(requeued);
   bool resumed = false;
   for (size_t i = 0; i + 1 < workers_.size(); ++i) {
-    resumed = resumed || std::regex_search(workers_[i]->Log(), std::regex("resumed after [1-9]"));
+    resumed = resumed || std::regex_search(workers_[i].proc->Log(), std::regex("resumed after [1-9]"));
   }
   EXPECT_TRUE(resumed);
 
