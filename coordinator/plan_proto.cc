@@ -15,6 +15,12 @@ v1::Plan ToProto(const Plan& plan) {
     }
   }
   out.set_total_samples(plan.shards.empty() ? 0 : static_cast<int32_t>(plan.shards.back().end));
+  for (const FileStamp& f : plan.model_files) {
+    v1::ModelFile* m = out.add_model_files();
+    m->set_name(f.name);
+    m->set_size_bytes(f.size);
+    m->set_mtime_ns(f.mtime_ns);
+  }
   return out;
 }
 

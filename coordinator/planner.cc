@@ -281,11 +281,14 @@ absl::StatusOr<Plan> MakePlan(const ModelConfig& c, int world_size, int64_t samp
 }
 
 absl::StatusOr<Plan> PlanCheckpoint(const std::string& model_dir, int world_size, int64_t samples) {
+  // Stamped first: a file changing while it is read shows as a change at load time.
+  DGPTQ_ASSIGN_OR_RETURN(std::vector<FileStamp> files, StampModelFiles(model_dir));
   DGPTQ_ASSIGN_OR_RETURN(const ModelConfig c, LoadModelConfig(model_dir));
   DGPTQ_ASSIGN_OR_RETURN(Plan plan, MakePlan(c, world_size, samples));
   // Checkpoint::Open parses the safetensors headers only; shards are mapped lazily.
   DGPTQ_ASSIGN_OR_RETURN(const std::unique_ptr<Checkpoint> ckpt, Checkpoint::Open(model_dir));
   DGPTQ_RETURN_IF_ERROR(CheckWeights(c, plan, *ckpt, model_dir));
+  plan.model_files = std::move(files);
   return plan;
 }
 

@@ -36,6 +36,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "common/file_stamp.h"
 #include "common/model_config.h"
 
 namespace dgptq::coordinator {
@@ -71,6 +72,7 @@ struct Plan {
   std::vector<LayerPlan> layers;
   std::vector<SampleShard> shards;  // one per rank, in rank order
   std::vector<double> rank_cost;    // total cost owned by each rank, over all layers
+  std::vector<FileStamp> model_files;  // PlanCheckpoint: the files it read
 
   // max(rank_cost) / mean(rank_cost) - 1: 0 is perfect balance; 0 when nothing is planned.
   double Imbalance() const;

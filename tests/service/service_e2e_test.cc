@@ -403,6 +403,27 @@ TEST_F(Service, KilledWorkerJobResumesOnTheOthers) {
   EXPECT_FALSE(HasStaging(tmp_.path()));
 }
 
+// A model file that changes on disk after the job was planned (here: rewritten in place
+// while layer 1 runs) fails the job with a reason naming the file, before its weights are
+// read again.
+TEST_F(Service, AModelFileChangedAfterPlanningFailsTheJob) {
+  StartWorker();
+  StartWorker();
+  v1::JobSpec spec = Spec("changed", 2);
+  spec.mutable_calibration()->set_samples(1024);
+  spec.mutable_quantization()->set_true_sequential(true);
+  const v1::Job job = Submit(spec);
+  ASSERT_EQ(WaitFor(job.job_id(), v1::JOB_STATE_RUNNING, 60s).state(), v1::JOB_STATE_RUNNING);
+  const std::filesystem::path weights = std::filesystem::path(model_) / "model.safetensors";
+  ASSERT_TRUE(std::filesystem::exists(weights));
+  std::filesystem::last_write_time(
+      weights, std::filesystem::last_write_time(weights) + std::chrono::seconds(5));
+  const v1::Job failed = WaitFor(job.job_id(), v1::JOB_STATE_FAILED, 60s);
+  ASSERT_EQ(failed.state(), v1::JOB_STATE_FAILED) << failed.reason();
+  EXPECT_NE(failed.reason().find("model.safetensors changed on disk since the job was planned"),
+            std::string::npos) << failed.reason();
+}
+
 // GPU machines only: one worker on the GPU (a 1-rank NCCL communicator), and two workers
 // sharing the GPU over the host transport, both agreeing with the CPU run's codes.
 TEST_F(Service, GpuWorkers) {

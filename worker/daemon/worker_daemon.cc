@@ -13,6 +13,7 @@
 
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
+#include "common/file_stamp.h"
 #include "common/daemon_util.h"
 #include "common/grpc_options.h"
 #include "common/grpc_status.h"
@@ -542,6 +543,15 @@ absl::Status WorkerDaemon::Impl::RunRank(const v1::Assignment& a, Communicator**
     ctx.window_end = a.shard().end();
   }
   ctx.cancelled = [this] { return job_cancel.load(); };
+  // The model files must still be those the plan was made from (sizes, times).
+  auto planned = std::make_shared<std::vector<FileStamp>>();
+  for (const v1::ModelFile& f : a.plan().model_files()) {
+    planned->push_back({f.name(), f.size_bytes(), f.mtime_ns()});
+  }
+  if (!planned->empty()) {
+    DGPTQ_RETURN_IF_ERROR(CheckModelFiles(o.model_dir, *planned));
+    ctx.inputs_unchanged = [planned, dir = o.model_dir] { return CheckModelFiles(dir, *planned); };
+  }
   DGPTQ_ASSIGN_OR_RETURN(QuantizeReport report,
                          QuantizeRank(o, ctx, [&](const ProgressEvent& e) {
                            if (metrics) metrics->Progress(e, *raw ? (*raw)->backend() : "none");

@@ -234,6 +234,7 @@ absl::StatusOr<QuantizeReport> Pipeline::Run() {
 }
 
 absl::Status Pipeline::QuantizeLayer(int layer, const Mat& x) {
+  if (ctx_.inputs_unchanged) DGPTQ_RETURN_IF_ERROR(ctx_.inputs_unchanged());
   auto t = Clock::now();
   DGPTQ_ASSIGN_OR_RETURN(LayerWeights w, model_->LoadLayer(*reader_, layer));
   Phase("load", layer, Since(t));

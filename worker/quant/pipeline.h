@@ -109,6 +109,9 @@ struct RankContext {
   int64_t window_end = -1;  // -1: to the last window
   // Polled between phases; true stops the run with Cancelled.
   std::function<bool()> cancelled;
+  // Called before each layer's weights are read; an error fails the run (the worker checks
+  // that the model files are still those the plan was made from).
+  std::function<absl::Status()> inputs_unchanged;
 };
 absl::StatusOr<QuantizeReport> QuantizeRank(const QuantizeOptions& opts, const RankContext& ctx,
                                             const ProgressFn& progress);
