@@ -91,7 +91,7 @@ class BpeTokenizer : public Tokenizer {
   // Sparse: memory follows the file's size, not its largest id (a 100-byte file may name
   // id 2^24 - 1; a dense table would hold 16M strings).
   std::unordered_map<int32_t, std::string> id_to_token_;
-  int64_t vocab_size_ = 0;  // largest id + 1
+  int64_t vocab_size_ = 0;                                            // largest id + 1
   std::unordered_map<uint64_t, std::pair<int32_t, int32_t>> merges_;  // (a,b) -> (rank, id)
   std::vector<int32_t> byte_id_;  // [256]: token id of each byte's character, -1 if none
   std::unordered_map<char32_t, uint8_t> char_to_byte_;

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <cstdlib>
+#include <string>
 
 #include "absl/status/status.h"
 #include "common/model_config.h"
@@ -20,6 +21,11 @@ namespace dgptq::fuzz {
 // Internal naming the first range ResolveJobSpec promises that `r` breaks.
 inline absl::Status CheckResolved(const ResolvedJobSpec& r) {
   if (r.model_dir.empty() || r.out_dir.empty()) return absl::InternalError("empty path accepted");
+  for (const std::string* path : {&r.model_dir, &r.out_dir, &r.calib_path}) {
+    if (path->size() > kMaxPathBytes || path->find('\0') != std::string::npos) {
+      return absl::InternalError("over-long path or NUL byte accepted");
+    }
+  }
   if (!r.quant.Validate().ok()) return absl::InternalError("invalid quantization accepted");
   if (!r.rtn && r.calib_path.empty()) return absl::InternalError("GPTQ without data accepted");
   if (r.samples < 1 || r.samples > kMaxCalibrationSamples || r.seq_len < 1 ||

@@ -248,5 +248,22 @@ TEST(BpeTokenizerTest, Qwen2SplitKeepsDigitsApart) {
   EXPECT_THAT(Enc(*t, " the"), ElementsAre(258));
 }
 
+// Found while seeding fuzz_tokenizer: ids may leave gaps up to 2^24, and a tiny file naming
+// the largest id must not cost a table entry per id.
+TEST(BpeTokenizerTest, SparseIdsUpToTheLimit) {
+  json j = Fixture(MergeForm::kStrings);
+  j["added_tokens"] = {{{"id", (1 << 24) - 1}, {"content", "<last>"}}};
+  const std::unique_ptr<BpeTokenizer> t = Make(j);
+  ASSERT_NE(t, nullptr);
+  EXPECT_EQ(t->vocab_size(), 1 << 24);
+  EXPECT_EQ(t->IdToToken((1 << 24) - 1), "<last>");
+  EXPECT_EQ(t->IdToToken(1 << 20), "");  // unused
+  EXPECT_EQ(t->IdToToken(1 << 24), "");  // out of range
+  EXPECT_THAT(Enc(*t, "the<last>"), ElementsAre(116, 257, (1 << 24) - 1));
+  EXPECT_EQ(t->Decode({116, 1 << 20, (1 << 24) - 1}), "t<last>");
+  j["added_tokens"] = {{{"id", 1 << 24}, {"content", "<past>"}}};
+  EXPECT_FALSE(BpeTokenizer::FromJson(j.dump(), "", "fx").ok());
+}
+
 }  // namespace
 }  // namespace dgptq
