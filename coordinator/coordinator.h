@@ -8,8 +8,11 @@
 // cannot start may start first if it fits): it reserves the workers (ranks in registration
 // order), plans the checkpoint, sends CreateRendezvous to rank 0 and, on rank 0's
 // RendezvousOffer, an Assignment to every rank. The job succeeds when every rank reported
-// WorkerResult code 0 and fails on the first non-zero code, a fatal ErrorDetail, a lost or
-// disconnected worker or a rendezvous timeout; the other ranks then get StopJob. A worker is
+// WorkerResult code 0 and fails on the first non-zero code, a fatal ErrorDetail or a
+// rendezvous timeout; the other ranks then get StopJob. A lost or disconnected worker (and a
+// rank's communicator error, held kHoldRankFailure for the lost peer that usually explains
+// it) re-queues the job instead, up to --max-job-retries times: it is re-planned over the
+// workers still registered and resumes from the layers its partial output holds. A worker is
 // idle again once it sent its WorkerResult for the job (at once if the job ended before its
 // Assignment).
 //
