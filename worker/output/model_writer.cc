@@ -55,7 +55,7 @@ absl::Status CheckName(const char* kind, const std::string& name) {
       "invalid ", kind, " name '", name, "' (dotted path like model.layers.0.mlp.up_proj)"));
 }
 
-// A path without trailing separators, so "<dir>.partial-<pid>" is a sibling of it.
+// A path without trailing separators, so "<dir>.partial" is a sibling of it.
 std::string Normalized(const std::string& dir) {
   std::string p = fs::path(dir).lexically_normal().string();
   while (p.size() > 1 && p.back() == '/') p.pop_back();
