@@ -13,7 +13,7 @@ PACKAGES=(
   libabsl-dev libspdlog-dev prometheus-cpp-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   libopenblas-dev liblapacke-dev
-  libsentencepiece-dev libsqlite3-dev nlohmann-json3-dev libcli11-dev
+  libsentencepiece-dev libsqlite3-dev libssl-dev openssl nlohmann-json3-dev libcli11-dev
   clang libclang-rt-14-dev
   prometheus curl
 )
