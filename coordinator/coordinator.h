@@ -126,7 +126,9 @@ class Coordinator {
   // scheduler.cc
   void SchedulerLoop();
   std::vector<std::string> ReserveWorkersLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void StartRendezvousLocked(const std::string& job_id, absl::StatusOr<Plan> plan)
+  // `attempt`: the job's attempt when its workers were reserved (a plan made before a
+  // re-queue is dropped).
+  void StartRendezvousLocked(const std::string& job_id, int attempt, absl::StatusOr<Plan> plan)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ExpireRendezvousLocked(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void OnOfferLocked(WorkerEntry& w, const v1::RendezvousOffer& offer)

@@ -20,6 +20,7 @@ void Coordinator::SchedulerLoop() {
     for (const std::string& id : ReserveWorkersLocked()) {
       const ResolvedJobSpec spec = active_.at(id).spec;
       const int world = static_cast<int>(active_.at(id).ranks.size());
+      const int attempt = active_.at(id).attempt;
       // Reads config.json and the safetensors headers: outside the lock. The job may be
       // cancelled meanwhile; StartRendezvousLocked checks.
       lock.unlock();
@@ -28,7 +29,7 @@ void Coordinator::SchedulerLoop() {
           PlanCheckpoint(spec.model_dir, world, PlanSamples(spec));
       metrics_->Planned(absl::Now() - t0);
       lock.lock();
-      StartRendezvousLocked(id, std::move(plan));
+      StartRendezvousLocked(id, attempt, std::move(plan));
     }
     const absl::Time now = absl::Now();
     ExpireRendezvousLocked(now);
@@ -114,10 +115,13 @@ std::string Coordinator::ChooseBackendLocked(const std::vector<WorkerEntry*>& ra
   return hosts.size() == ranks.size() ? "nccl" : "host";
 }
 
-void Coordinator::StartRendezvousLocked(const std::string& job_id, absl::StatusOr<Plan> plan) {
+void Coordinator::StartRendezvousLocked(const std::string& job_id, int attempt,
+                                        absl::StatusOr<Plan> plan) {
   auto it = active_.find(job_id);
   if (it == active_.end()) return;  // cancelled or failed while planning
   ActiveJob& job = it->second;
+  // Re-queued while planning (a worker was lost): that plan is for ranks it no longer has.
+  if (job.attempt != attempt || job.ranks.empty()) return;
   if (!plan.ok()) {
     FinishLocked(job_id, v1::JOB_STATE_FAILED,
                  absl::StrCat("planning failed: ", plan.status().message()));
