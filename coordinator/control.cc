@@ -161,10 +161,14 @@ void Coordinator::LoseWorkerLocked(const std::string& worker_id, const std::stri
   if (w == nullptr) return;
   const std::string name = w->name;
   const std::string job_id = w->job_id;
+  // Only a rank of the job's current run decides its fate: a worker still winding down a
+  // run the job was re-queued from is just forgotten.
+  ActiveJob* job = nullptr;
+  const bool rank_of_job = !job_id.empty() && RankLocked(*w, job_id, &job) >= 0;
   spdlog::warn("worker {} ({}) {}", worker_id, name, what);
   workers_.Remove(worker_id);
   WakeScheduler();
-  if (!job_id.empty()) FailOrRetryLocked(job_id, absl::StrCat("worker ", name, " ", what));
+  if (rank_of_job) FailOrRetryLocked(job_id, absl::StrCat("worker ", name, " ", what));
 }
 
 void Coordinator::FailOrRetryLocked(const std::string& job_id, const std::string& reason) {

@@ -278,6 +278,7 @@ void Coordinator::RequeueLocked(const std::string& job_id, const std::string& re
   auto it = active_.find(job_id);
   if (it == active_.end()) return;
   ActiveJob& job = it->second;
+  if (job.ranks.empty()) return;  // already queued
   StopRanksLocked(job_id, job, reason, /*discard_output=*/false);
   ++job.attempt;
   const int done = store_.Get(job_id)->layers_done();

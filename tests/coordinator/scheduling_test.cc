@@ -286,6 +286,37 @@ TEST_F(SchedulingTest, ADisconnectedWorkerRequeuesItsJobOverTheWorkersLeft) {
   EXPECT_EQ(Get(id).reason(), "worker a disconnected (after 1 retries)");
 }
 
+// A worker lost while it winds down a run its job was already re-queued from does not
+// re-queue the job again: the next run starts once on the workers left.
+TEST_F(SchedulingTest, AWorkerLostAfterTheRequeueDoesNotRequeueAgain) {
+  Start();
+  FakeWorker& a = AddWorker("a");
+  FakeWorker& b = AddWorker("b");
+  const std::string id = Run({&a, &b});
+  FakeWorker& c = AddWorker("c");
+  b.Disconnect();
+  ASSERT_TRUE(WaitForState(id, v1::JOB_STATE_QUEUED));
+  Expect(a, Kind::kStopJob);
+  a.Disconnect();  // before it reported back
+  const v1::ControlResponse rdv = Expect(c, Kind::kCreateRendezvous);
+  EXPECT_EQ(rdv.create_rendezvous().job_id(), id);
+  EXPECT_EQ(rdv.create_rendezvous().world_size(), 1);
+  Cancel(id);
+  v1::WatchJobRequest req;
+  req.set_job_id(id);
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + 10s);
+  auto reader = stub_->WatchJob(&ctx, req);
+  int requeues = 0;
+  v1::JobEvent e;
+  while (reader->Read(&e)) {
+    requeues += e.has_state_change() && e.state_change().to_state() == v1::JOB_STATE_QUEUED &&
+                e.state_change().from_state() != v1::JOB_STATE_UNSPECIFIED;
+  }
+  EXPECT_TRUE(reader->Finish().ok());
+  EXPECT_EQ(requeues, 1);
+}
+
 // A rank's communicator error waits briefly for the lost worker it is the symptom of, which
 // then names the reason; a cancelled job tells its ranks to discard the partial output.
 TEST_F(SchedulingTest, ACommunicatorErrorDefersToTheLostWorker) {
