@@ -210,7 +210,6 @@ uint64_t SafetensorsFileWriter::data_bytes() const { return impl_->offset; }
 
 namespace {
 
-constexpr char kPartSuffix[] = ".part.safetensors";
 constexpr char kIndexFile[] = "model.safetensors.index.json";
 
 bool IsPartName(const std::string& part) {
@@ -224,7 +223,7 @@ bool IsPartName(const std::string& part) {
 }
 
 std::string PartPath(const std::string& dir, const std::string& part) {
-  return absl::StrCat(dir, "/", part, kPartSuffix);
+  return absl::StrCat(dir, "/", part, kPartFileSuffix);
 }
 
 // Part name -> its tensors, read from the headers; `files` gets part name -> file name.
@@ -234,7 +233,7 @@ absl::StatusOr<std::map<std::string, std::vector<TensorInfo>>> ReadParts(
   std::error_code ec;
   std::filesystem::directory_iterator it(dir, ec);
   if (ec) return absl::Status(absl::ErrnoToStatusCode(ec.value()), dir + ": " + ec.message());
-  const std::string suffix = kPartSuffix;
+  const std::string suffix = kPartFileSuffix;
   for (const auto& e : it) {
     const std::string file = e.path().filename().string();
     if (file.size() <= suffix.size() || !absl::EndsWith(file, suffix)) continue;
@@ -278,6 +277,7 @@ struct ShardedWriter::Impl {
   uint64_t max_shard_bytes = 0;
   std::unique_ptr<SafetensorsFileWriter> current;
   std::string part;  // of `current`
+  int64_t current_tensors = 0;
   bool named = false;
   int auto_parts = 0;
   std::set<std::string, std::less<>> names;
@@ -313,7 +313,6 @@ struct ShardedWriter::Impl {
     current_tensors = 0;
     return st;
   }
-  int64_t current_tensors = 0;
   absl::Status Publish();
 };
 
@@ -447,7 +446,7 @@ absl::Status WritePartsIndex(const std::string& dir) {
   uint64_t total = 0;
   DGPTQ_ASSIGN_OR_RETURN(auto parts, ReadParts(dir, &total));
   DGPTQ_ASSIGN_OR_RETURN(json weight_map, WeightMap(parts, [](const std::string& p) {
-                           return absl::StrCat(p, kPartSuffix);
+                           return absl::StrCat(p, kPartFileSuffix);
                          }));
   return WriteIndex(dir, weight_map, total);
 }

@@ -68,6 +68,9 @@ class ShardedWriter {
   std::unique_ptr<Impl> impl_;
 };
 
+// The file name suffix of a part: `<part>.part.safetensors`.
+inline constexpr char kPartFileSuffix[] = ".part.safetensors";
+
 // The finished parts in `dir` (any writer's), by part name, with their tensors' names in
 // the order stored. InvalidArgument naming a malformed part file.
 absl::StatusOr<std::map<std::string, std::vector<std::string>>> ListParts(

@@ -210,7 +210,7 @@ absl::Status ClearDir(const std::string& dir, bool keep_parts) {
   std::error_code ec;
   for (const auto& e : fs::directory_iterator(dir, ec)) {
     const std::string name = e.path().filename().string();
-    if (keep_parts && absl::EndsWith(name, ".part.safetensors")) continue;
+    if (keep_parts && absl::EndsWith(name, kPartFileSuffix)) continue;
     fs::remove_all(e.path(), ec);
     if (ec) break;
   }

@@ -50,6 +50,17 @@ absl::StatusOr<TokenWindows> LoadCalibration(const QuantizeOptions& o) {
   return DrawCalibration(stream, o.samples, o.seq_len, o.seed);
 }
 
+// The output part of `layer` that `rank` writes: "layer-00007.rank-001".
+std::string LayerPart(int layer, int rank) {
+  return absl::StrFormat("layer-%05d.rank-%03d", layer, rank);
+}
+
+// The layer of a part LayerPart() named; -1 for any other part (the globals).
+int LayerOfPart(const std::string& part) {
+  int layer = -1;
+  return std::sscanf(part.c_str(), "layer-%d.rank-", &layer) == 1 ? layer : -1;
+}
+
 // What decides the tensors besides the writer's options: a partial output is resumed only
 // when this matches. The sharding is not in it: it does not change the codes.
 std::string Fingerprint(const QuantizeOptions& o) {
@@ -116,6 +127,9 @@ class Pipeline {
   // Regenerates the activations of layers [0, end) from the partial output.
   absl::Status ReplayLayers(int end, const Mat& x);
   absl::Status WriteLayer(int layer);
+  // The layer's tensors stored as they are (norms): those under its prefix that are not a
+  // linear module's weight or bias.
+  std::vector<std::string> PlainLayerTensors(int layer) const;
   absl::Status BroadcastValue(int64_t* v);
   absl::Status QuantizeStage(LayerWeights& w, int layer, const std::set<int>& stage, const Mat& x);
   // Adds the time spent forming and summing the products to *hessian_seconds.
@@ -265,8 +279,7 @@ absl::Status Pipeline::QuantizeLayer(int layer, const Mat& x) {
 // tensors (norms) as they are. Written at once, so a part on disk is a finished one.
 absl::Status Pipeline::WriteLayer(int layer) {
   const std::string prefix = model_->LayerPrefix(layer);
-  DGPTQ_RETURN_IF_ERROR(
-      writer_->BeginPart(absl::StrFormat("layer-%05d.rank-%03d", layer, ctx_.rank)));
+  DGPTQ_RETURN_IF_ERROR(writer_->BeginPart(LayerPart(layer, ctx_.rank)));
   for (const LinearGroup& g : model_->Groups()) {
     for (const std::string& m : g.modules) {
       auto it = owned_.find(m);
@@ -274,42 +287,41 @@ absl::Status Pipeline::WriteLayer(int layer) {
     }
   }
   owned_.clear();
-  if (ctx_.rank == 0) {
-    std::set<std::string> linear;  // written by AddQuantized, with their biases
-    for (const LinearGroup& g : model_->Groups()) {
-      for (const std::string& m : g.modules) {
-        linear.insert(prefix + m + ".weight");
-        linear.insert(prefix + m + ".bias");
-      }
-    }
-    std::vector<std::string> plain;
-    for (const std::string& name : reader_->TensorNames()) {
-      if (absl::StartsWith(name, prefix) && !linear.count(name)) plain.push_back(name);
-    }
-    DGPTQ_RETURN_IF_ERROR(WritePlain(plain));
-  }
+  if (ctx_.rank == 0) DGPTQ_RETURN_IF_ERROR(WritePlain(PlainLayerTensors(layer)));
   return writer_->EndPart();
+}
+
+std::vector<std::string> Pipeline::PlainLayerTensors(int layer) const {
+  const std::string prefix = model_->LayerPrefix(layer);
+  std::set<std::string> linear;  // written by AddQuantized, with their biases
+  for (const LinearGroup& g : model_->Groups()) {
+    for (const std::string& m : g.modules) {
+      linear.insert(prefix + m + ".weight");
+      linear.insert(prefix + m + ".bias");
+    }
+  }
+  std::vector<std::string> plain;
+  for (const std::string& name : reader_->TensorNames()) {
+    if (absl::StartsWith(name, prefix) && !linear.count(name)) plain.push_back(name);
+  }
+  return plain;
 }
 
 std::string Pipeline::MissingFromLayer(const std::map<std::string, std::vector<std::string>>& parts,
                                        int layer) const {
   const std::string prefix = model_->LayerPrefix(layer);
-  const std::string part_prefix = absl::StrFormat("layer-%05d.", layer);
   std::set<std::string> have;
   for (const auto& [part, names] : parts) {
-    if (absl::StartsWith(part, part_prefix)) have.insert(names.begin(), names.end());
+    if (LayerOfPart(part) == layer) have.insert(names.begin(), names.end());
   }
-  std::set<std::string> linear;
   for (const LinearGroup& g : model_->Groups()) {
     for (const std::string& m : g.modules) {
       const std::string name = StoredTensorName(o_.format, prefix + m);
       if (!have.count(name)) return name;
-      linear.insert(prefix + m + ".weight");
-      linear.insert(prefix + m + ".bias");
     }
   }
-  for (const std::string& name : reader_->TensorNames()) {
-    if (absl::StartsWith(name, prefix) && !linear.count(name) && !have.count(name)) return name;
+  for (const std::string& name : PlainLayerTensors(layer)) {
+    if (!have.count(name)) return name;
   }
   return "";
 }
@@ -322,8 +334,8 @@ absl::StatusOr<int> Pipeline::ResumePoint() {
     while (start < model_->num_layers() && MissingFromLayer(parts, start).empty()) ++start;
     std::vector<std::string> stale;  // parts of unfinished layers, and the globals
     for (const auto& [part, names] : parts) {
-      int l = -1;
-      if (std::sscanf(part.c_str(), "layer-%d.", &l) != 1 || l >= start) stale.push_back(part);
+      const int l = LayerOfPart(part);
+      if (l < 0 || l >= start) stale.push_back(part);
     }
     DGPTQ_RETURN_IF_ERROR(RemoveParts(dir, stale));
     DGPTQ_RETURN_IF_ERROR(WritePartsIndex(dir));
