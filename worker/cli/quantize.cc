@@ -117,6 +117,9 @@ Command AddQuantizeCommand(CLI::App& app) {
   c->add_option("--gpu", o.gpu, "CUDA device ordinal");
   c->add_flag("--rtn", o.rtn, "round to nearest (no calibration)");
   c->add_flag("--overwrite", o.overwrite, "replace an existing output model");
+  c->add_flag("!--no-prefetch", o.prefetch,
+              "read each layer from disk only when it starts (default: the next layer is read "
+              "while this one computes)");
   c->add_flag("--resume", f->resume,
               "keep the finished layers of an interrupted run (OUT.partial, same settings) and "
               "go on from the first unfinished one");

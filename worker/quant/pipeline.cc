@@ -11,6 +11,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_format.h"
+#include "common/page_prefetch.h"
 #include "common/safetensors_writer.h"
 #include "common/status_macros.h"
 #include "common/token_data.h"
@@ -118,6 +119,9 @@ class Pipeline {
   }
   absl::Status ShardCalibration();
   absl::Status QuantizeLayer(int layer, const Mat& x);
+  // Starts reading `layer`'s weights into the page cache in the background (no-op past the
+  // last layer or with prefetch off).
+  absl::Status PrefetchLayer(int layer);
   // Rank 0 finds the first layer the partial output lacks and drops what follows it; every
   // rank gets that layer.
   absl::StatusOr<int> ResumePoint();
@@ -163,6 +167,7 @@ class Pipeline {
   const ProgressFn& progress_;
   std::unique_ptr<Backend> b_;
   std::unique_ptr<ModelReader> reader_;
+  PagePrefetcher prefetch_;  // reads reader_'s mapped files: declared after it, so joined first
   std::unique_ptr<DecoderModel> model_;
   std::unique_ptr<ModelWriter> writer_;  // rank 0 owns the partial output; others attach
   std::optional<DType> scale_dtype_;     // what the output stores scales in
@@ -215,6 +220,7 @@ absl::StatusOr<QuantizeReport> Pipeline::Run() {
     DGPTQ_ASSIGN_OR_RETURN(x, NewDeviceTensor(*b_, n, c.hidden_size));
     DGPTQ_RETURN_IF_ERROR(model_->Embed(ids.i32(), calib_.seq_len, x.mat));
   }
+  DGPTQ_RETURN_IF_ERROR(PrefetchLayer(start));
   DGPTQ_RETURN_IF_ERROR(ReplayLayers(start, x.mat));
   for (int layer = start; layer < model_->num_layers(); ++layer) {
     DGPTQ_RETURN_IF_ERROR(Annotate(QuantizeLayer(layer, x.mat), absl::StrFormat("layer %d", layer)));
@@ -252,6 +258,7 @@ absl::Status Pipeline::QuantizeLayer(int layer, const Mat& x) {
   auto t = Clock::now();
   DGPTQ_ASSIGN_OR_RETURN(LayerWeights w, model_->LoadLayer(*reader_, layer));
   Phase("load", layer, Since(t));
+  DGPTQ_RETURN_IF_ERROR(PrefetchLayer(layer + 1));
   const int groups = static_cast<int>(model_->Groups().size());
   // Stages of groups quantized together: all at once, or one by one (true-sequential).
   std::vector<std::set<int>> stages;
@@ -272,6 +279,19 @@ absl::Status Pipeline::QuantizeLayer(int layer, const Mat& x) {
   t = Clock::now();
   DGPTQ_RETURN_IF_ERROR(WriteLayer(layer));
   Phase("write", layer, Since(t));
+  return absl::OkStatus();
+}
+
+absl::Status Pipeline::PrefetchLayer(int layer) {
+  if (!o_.prefetch || layer >= model_->num_layers()) return absl::OkStatus();
+  const std::string prefix = model_->LayerPrefix(layer);
+  std::vector<PagePrefetcher::Span> spans;
+  for (const std::string& name : reader_->TensorNames()) {
+    if (!absl::StartsWith(name, prefix)) continue;
+    DGPTQ_ASSIGN_OR_RETURN(TensorView v, reader_->Raw(name));  // maps here, on this thread
+    spans.push_back({v.data, v.nbytes()});
+  }
+  prefetch_.Start(std::move(spans));
   return absl::OkStatus();
 }
 

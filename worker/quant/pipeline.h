@@ -44,6 +44,8 @@ struct QuantizeOptions {
   // the same shape whatever the sharding, so a job's codes do not depend on how many
   // ranks ran it (BLAS results can depend on the row count of a GEMM).
   int64_t batch_windows = 1;
+  // Reads the next layer's weights from disk into the page cache while this one computes.
+  bool prefetch = true;
   // InvalidArgument naming the flag.
   absl::Status Validate() const;
 };
