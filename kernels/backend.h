@@ -164,9 +164,10 @@ class Backend {
   virtual absl::Status QuantizeRtn(const Mat& w, int bits, const int32_t* col_group,
                                    const float* scales, const float* zeros, int32_t* codes) = 0;
   virtual absl::Status GptqBlock(const GptqBlockArgs& args) = 0;
-  // Peak bytes of device memory in use since the backend was made (0 on the CPU, whose
-  // memory shows in the process's peak RSS).
-  virtual int64_t PeakDeviceBytes() { return 0; }
+  // Peak bytes of device memory in use since the backend was made: on CUDA the device
+  // memory pool's high-water mark, on the CPU the peak of the memory held in Buffers from
+  // Allocate (the "device" is host memory there; it is also part of the peak RSS).
+  virtual int64_t PeakDeviceBytes() = 0;
   // Sum of n floats, returned to the host.
   virtual absl::StatusOr<double> Sum(const float* x, size_t n) = 0;
 

@@ -4,6 +4,8 @@
 #include <lapacke.h>
 
 #include <algorithm>
+#include <atomic>
+#include <memory>
 #include <cstdlib>
 #include <cstring>
 #include <numeric>
@@ -42,8 +44,17 @@ class CpuBackend final : public Backend {
       return absl::ResourceExhaustedError(absl::StrFormat("cannot allocate %d bytes", bytes));
     }
     std::memset(p, 0, rounded);
-    return Buffer(p, bytes, [](void* q) { std::free(q); });
+    const int64_t now = usage_->now += static_cast<int64_t>(rounded);
+    int64_t peak = usage_->peak.load();
+    while (now > peak && !usage_->peak.compare_exchange_weak(peak, now)) {
+    }
+    // The counters outlive the backend if a buffer does.
+    return Buffer(p, bytes, [u = usage_, rounded](void* q) {
+      u->now -= static_cast<int64_t>(rounded);
+      std::free(q);
+    });
   }
+  int64_t PeakDeviceBytes() override { return usage_->peak.load(); }
   absl::Status Upload(const void* host, void* device, size_t bytes) override {
     if (bytes > 0) std::memcpy(device, host, bytes);
     return absl::OkStatus();
@@ -306,7 +317,11 @@ class CpuBackend final : public Backend {
   }
 
  private:
+  struct Usage {
+    std::atomic<int64_t> now{0}, peak{0};
+  };
   int threads_;
+  std::shared_ptr<Usage> usage_ = std::make_shared<Usage>();
 };
 
 // GPTQ Alg. 1 inner loop for rows [r0, r1): quantize column by column and spread each

@@ -117,6 +117,32 @@ TEST_F(PipelineInput, QuantizesAndRefusesToOverwrite) {
   EXPECT_TRUE(Quantize(o, nullptr).ok());
 }
 
+// Quantization never computes logits: the head is not loaded and the embedding table is
+// freed after the one embedding step (a Llama-3-8B head and table are 4.2 GB in fp32).
+// Backend memory peaks at the table (+ its raw bf16 staging), below table + head.
+TEST_F(PipelineInput, HoldsNoHeadWhileQuantizing) {
+  const std::string model = tmp_ / "wide_vocab";
+  auto m = RunDgptq("make-model --out " + model + " --hidden 64 --layers 1 --heads 4 "
+                    "--kv-heads 2 --intermediate 128 --vocab 32000 --max-position 128");
+  ASSERT_EQ(m.code, 0) << m.output;
+  QuantizeOptions o = Options("wide_out");
+  o.model_dir = model;
+  const std::string ids = tmp_ / "ids.jsonl";
+  std::string lines;
+  for (int w = 0; w < 8; ++w) {
+    lines += "[";
+    for (int t = 0; t < 64; ++t) lines += std::to_string((w * 977 + t * 131) % 32000) + (t < 63 ? "," : "");
+    lines += "]\n";
+  }
+  Spit(ids, lines);
+  o.calib_path = ids;
+  auto r = Quantize(o, nullptr);
+  ASSERT_TRUE(r.ok()) << r.status();
+  const int64_t table = int64_t{32000} * 64 * 4;
+  EXPECT_GT(r->peak_device_bytes, table);
+  EXPECT_LT(r->peak_device_bytes, 2 * table);
+}
+
 TEST_F(PipelineInput, MissingConfigIsNotFound) {
   fs::remove(model_ + "/config.json");
   const QuantizeOptions o = Options("out");

@@ -62,7 +62,7 @@ absl::StatusOr<Tensor> ComputeLogits(kernels::Backend& b, ModelReader& r,
   const ModelConfig& c = r.config();
   DGPTQ_RETURN_IF_ERROR(CheckWindows(c, w, "input"));
   DGPTQ_ASSIGN_OR_RETURN(auto model, DecoderModel::Create(c, b));
-  DGPTQ_RETURN_IF_ERROR(model->LoadGlobals(r));
+  DGPTQ_RETURN_IF_ERROR(model->LoadGlobals(r, DecoderModel::Globals::kAll));
   DGPTQ_ASSIGN_OR_RETURN(DeviceTensor x, RunToHidden(b, *model, r, w, 8));
   const int64_t n = w.count * w.seq_len;
   DGPTQ_ASSIGN_OR_RETURN(DeviceTensor logits, NewDeviceTensor(b, n, c.vocab_size));
@@ -78,7 +78,7 @@ absl::StatusOr<EvalResult> EvaluatePerplexity(kernels::Backend& b, ModelReader& 
   const ModelConfig& c = r.config();
   DGPTQ_RETURN_IF_ERROR(CheckWindows(c, w, "evaluation data"));
   DGPTQ_ASSIGN_OR_RETURN(auto model, DecoderModel::Create(c, b));
-  DGPTQ_RETURN_IF_ERROR(model->LoadGlobals(r));
+  DGPTQ_RETURN_IF_ERROR(model->LoadGlobals(r, DecoderModel::Globals::kAll));
   const int64_t n = w.count * w.seq_len, L = w.seq_len;
   const int64_t bw = std::max<int64_t>(1, batch_windows);
   DGPTQ_ASSIGN_OR_RETURN(DeviceTensor x, RunToHidden(b, *model, r, w, bw));

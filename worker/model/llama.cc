@@ -63,19 +63,23 @@ class LlamaModel final : public DecoderModel {
   absl::Status ForwardLayer(const LayerWeights& w, const Mat& x, int64_t seq_len,
                             const CaptureFn& capture) override;
 
-  absl::Status LoadGlobals(ModelReader& r) override {
+  absl::Status LoadGlobals(ModelReader& r, Globals which) override {
     const ModelConfig& c = config_;
     DGPTQ_ASSIGN_OR_RETURN(embed_, LoadTensor(b_, r, "model.embed_tokens.weight",
                                                {c.vocab_size, c.hidden_size}));
+    DGPTQ_ASSIGN_OR_RETURN(inv_freq_, NewDeviceTensor(b_, 1, inv_freq_host_.size()));
+    DGPTQ_RETURN_IF_ERROR(
+        b_.Upload(inv_freq_host_.data(), inv_freq_.buf.data(), inv_freq_host_.size() * 4));
+    if (which == Globals::kEmbeddings) return absl::OkStatus();
     DGPTQ_ASSIGN_OR_RETURN(norm_, LoadTensor(b_, r, "model.norm.weight", {c.hidden_size}));
     const bool tied = c.tie_word_embeddings && !r.HasTensor("lm_head.weight");
     if (!tied) {
       DGPTQ_ASSIGN_OR_RETURN(head_, LoadTensor(b_, r, "lm_head.weight", {c.vocab_size, c.hidden_size}));
     }
     head_mat_ = tied ? embed_.mat : head_.mat;
-    DGPTQ_ASSIGN_OR_RETURN(inv_freq_, NewDeviceTensor(b_, 1, inv_freq_host_.size()));
-    return b_.Upload(inv_freq_host_.data(), inv_freq_.buf.data(), inv_freq_host_.size() * 4);
+    return absl::OkStatus();
   }
+  void DropGlobals() override { embed_ = {}, norm_ = {}, head_ = {}, head_mat_ = {}; }
 
   absl::Status Embed(const int32_t* ids, int64_t, const Mat& out) override {
     return b_.Embedding(ids, embed_.mat, out);

@@ -50,8 +50,14 @@ class DecoderModel {
   // x <- layer(x) in place.
   virtual absl::Status ForwardLayer(const LayerWeights& w, const kernels::Mat& x,
                                     int64_t seq_len, const CaptureFn& capture) = 0;
+  // What LoadGlobals loads: every global weight (evaluation), or only what Embed needs
+  // (quantization never computes logits: no final norm, no head).
+  enum class Globals { kAll, kEmbeddings };
   // Embedding (and head) weights; call before Embed / Logits.
-  virtual absl::Status LoadGlobals(ModelReader& r) = 0;
+  virtual absl::Status LoadGlobals(ModelReader& r, Globals which) = 0;
+  // Frees the embedding tables and the head (Embed and Logits then fail with
+  // InvalidArgument): the pipeline embeds once and needs neither again.
+  virtual void DropGlobals() = 0;
   // out [n, hidden] = embeddings of ids (device int32 [n], already range-checked).
   virtual absl::Status Embed(const int32_t* ids, int64_t seq_len, const kernels::Mat& out) = 0;
   // logits [n, vocab] of final hidden states x [n, hidden] (x is normalised in place).

@@ -63,12 +63,13 @@ class OptModel final : public DecoderModel {
   absl::Status ForwardLayer(const LayerWeights& w, const Mat& x, int64_t seq_len,
                             const CaptureFn& capture) override;
 
-  absl::Status LoadGlobals(ModelReader& r) override {
+  absl::Status LoadGlobals(ModelReader& r, Globals which) override {
     const ModelConfig& c = config_;
     DGPTQ_ASSIGN_OR_RETURN(embed_, LoadTensor(b_, r, "model.decoder.embed_tokens.weight",
                                                {c.vocab_size, c.hidden_size}));
     DGPTQ_ASSIGN_OR_RETURN(pos_, LoadTensor(b_, r, "model.decoder.embed_positions.weight",
                                              {c.max_position_embeddings + kPositionOffset, c.hidden_size}));
+    if (which == Globals::kEmbeddings) return absl::OkStatus();
     DGPTQ_ASSIGN_OR_RETURN(ln_w_, LoadTensor(b_, r, "model.decoder.final_layer_norm.weight", {c.hidden_size}));
     DGPTQ_ASSIGN_OR_RETURN(ln_b_, LoadTensor(b_, r, "model.decoder.final_layer_norm.bias", {c.hidden_size}));
     head_mat_ = embed_.mat;
@@ -78,6 +79,7 @@ class OptModel final : public DecoderModel {
     }
     return absl::OkStatus();
   }
+  void DropGlobals() override { embed_ = {}, pos_ = {}, ln_w_ = {}, ln_b_ = {}, head_ = {}, head_mat_ = {}; }
 
   absl::Status Embed(const int32_t* ids, int64_t seq_len, const Mat& out) override {
     DGPTQ_RETURN_IF_ERROR(b_.Embedding(ids, embed_.mat, out));

@@ -211,14 +211,17 @@ absl::StatusOr<QuantizeReport> Pipeline::Run() {
     DGPTQ_ASSIGN_OR_RETURN(writer_, ModelWriter::Attach(wo));
   }
   DGPTQ_ASSIGN_OR_RETURN(const int start, ResumePoint());
-  DGPTQ_RETURN_IF_ERROR(model_->LoadGlobals(*reader_));
   DeviceTensor x;
   if (!o_.rtn) {
+    // The tables are needed for this one step: freed before the layers need the memory.
+    DGPTQ_RETURN_IF_ERROR(model_->LoadGlobals(*reader_, DecoderModel::Globals::kEmbeddings));
     const int64_t n = calib_.count * calib_.seq_len;
     DGPTQ_ASSIGN_OR_RETURN(kernels::Buffer ids, b_->Allocate(n * sizeof(int32_t)));
     DGPTQ_RETURN_IF_ERROR(b_->Upload(calib_.ids.data(), ids.data(), n * sizeof(int32_t)));
     DGPTQ_ASSIGN_OR_RETURN(x, NewDeviceTensor(*b_, n, c.hidden_size));
     DGPTQ_RETURN_IF_ERROR(model_->Embed(ids.i32(), calib_.seq_len, x.mat));
+    DGPTQ_RETURN_IF_ERROR(b_->Synchronize());
+    model_->DropGlobals();
   }
   DGPTQ_RETURN_IF_ERROR(PrefetchLayer(start));
   DGPTQ_RETURN_IF_ERROR(ReplayLayers(start, x.mat));

@@ -62,7 +62,7 @@ struct ProgressEvent {
   double seconds = 0;  // of the finished phase / module
   int64_t bytes = 0;   // communicator bytes sent + received in the phase (reduce, broadcast)
   int64_t tokens = 0;  // calibration tokens the phase forwarded (forward)
-  int64_t peak_device_bytes = 0;  // the backend's peak device memory so far
+  int64_t peak_device_bytes = 0;  // the backend's peak memory so far (Backend::PeakDeviceBytes)
 };
 using ProgressFn = std::function<void(const ProgressEvent&)>;
 
