@@ -130,6 +130,13 @@ class Backend {
   // C = alpha * op(A) * op(B) + beta * C, fp32 with fp32 accumulation (no TF32).
   virtual absl::Status Gemm(bool trans_a, bool trans_b, float alpha, const Mat& a, const Mat& b,
                             float beta, const Mat& c) = 0;
+  // The same with both operands rounded to bf16 (round to nearest even) and the products
+  // accumulated in fp32: tensor cores on CUDA, emulated on the CPU (the operands rounded
+  // into scratch, then Gemm), so the two compute the same thing. For the model forward and
+  // the Hessian products of a bf16 model, as DESIGN.md's performance model counts them;
+  // never for GPTQ's own updates.
+  virtual absl::Status GemmBf16(bool trans_a, bool trans_b, float alpha, const Mat& a,
+                                const Mat& b, float beta, const Mat& c) = 0;
   // H += X^T X with fp32 accumulation. H is [x.cols, x.cols]; a sum, never a mean.
   virtual absl::Status AccumulateHessian(const ActView& x, const Mat& h) = 0;
   // dst[i] = (assign ? 0 : dst[i]) + double(src[i]) for n elements (device memory):

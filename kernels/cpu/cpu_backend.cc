@@ -55,6 +55,16 @@ class CpuBackend final : public Backend {
     });
   }
   int64_t PeakDeviceBytes() override { return usage_->peak.load(); }
+  absl::Status GemmBf16(bool ta, bool tb, float alpha, const Mat& a, const Mat& b, float beta,
+                        const Mat& c) override {
+    DGPTQ_RETURN_IF_ERROR(CheckMat(a, "gemm A"));
+    DGPTQ_RETURN_IF_ERROR(CheckMat(b, "gemm B"));
+    std::vector<float> ra(a.rows * a.cols), rb(b.rows * b.cols);
+    RoundToBf16(a, ra.data());
+    RoundToBf16(b, rb.data());
+    return Gemm(ta, tb, alpha, Mat{ra.data(), a.rows, a.cols, a.cols},
+                Mat{rb.data(), b.rows, b.cols, b.cols}, beta, c);
+  }
   absl::Status Upload(const void* host, void* device, size_t bytes) override {
     if (bytes > 0) std::memcpy(device, host, bytes);
     return absl::OkStatus();
@@ -317,6 +327,16 @@ class CpuBackend final : public Backend {
   }
 
  private:
+  // dst [m.rows, m.cols] (contiguous) = m with every value rounded to bf16, kept in fp32.
+  void RoundToBf16(const Mat& m, float* dst) const {
+    ParallelFor(m.rows, threads_, 16, [&](int64_t b, int64_t e) {
+      for (int64_t r = b; r < e; ++r) {
+        for (int64_t col = 0; col < m.cols; ++col) {
+          dst[r * m.cols + col] = BFloat16ToFloat(FloatToBFloat16(m.data[r * m.ld + col]));
+        }
+      }
+    });
+  }
   struct Usage {
     std::atomic<int64_t> now{0}, peak{0};
   };

@@ -1,9 +1,11 @@
 // The CUDA backend: cuBLAS (default math, no TF32) for GEMMs, cuSOLVER for the
 // Cholesky factorisations, our kernels for the rest. One stream per backend; memory
 // from the stream-ordered allocator.
+#include <algorithm>
 #include <memory>
 
 #include "absl/strings/str_format.h"
+#include "common/status_macros.h"
 #include "kernels/backend.h"
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/elementwise.cuh"
@@ -92,6 +94,8 @@ class CudaBackend final : public Backend {
     return absl::OkStatus();
   }
 
+  absl::Status GemmBf16(bool ta, bool tb, float alpha, const Mat& a, const Mat& b, float beta,
+                        const Mat& c) override;
   absl::Status Gemm(bool ta, bool tb, float alpha, const Mat& a, const Mat& b, float beta,
                     const Mat& c) override;
   absl::Status AccumulateHessian(const ActView& x, const Mat& h) override;
@@ -235,7 +239,19 @@ class CudaBackend final : public Backend {
                                              out.ld, stream_));
     return absl::OkStatus();
   }
+  // Checks a GEMM's shapes; *m, *n, *k of C [m, n] = op(A) [m, k] op(B) [k, n].
+  static absl::Status GemmShape(bool ta, bool tb, const Mat& a, const Mat& b, const Mat& c,
+                                int64_t* m, int64_t* n, int64_t* k);
+  // A grow-only device buffer of at least `bytes`.
+  absl::StatusOr<void*> Scratch(Buffer* buf, size_t bytes) {
+    if (buf->bytes() < bytes) {
+      buf->Reset();
+      DGPTQ_ASSIGN_OR_RETURN(*buf, Allocate(bytes));
+    }
+    return buf->data();
+  }
   int device_ = 0;
+  Buffer bf16_a_, bf16_b_;  // GemmBf16's rounded operands
   std::string gpu_name_;
   cudaStream_t stream_ = nullptr;
   cublasHandle_t blas_ = nullptr;
@@ -243,21 +259,47 @@ class CudaBackend final : public Backend {
 };
 
 // Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: swap the operands.
-absl::Status CudaBackend::Gemm(bool ta, bool tb, float alpha, const Mat& a, const Mat& b,
-                               float beta, const Mat& c) {
+absl::Status CudaBackend::GemmShape(bool ta, bool tb, const Mat& a, const Mat& b, const Mat& c,
+                                    int64_t* m, int64_t* n, int64_t* k) {
   DGPTQ_RETURN_IF_ERROR(CheckMat(a, "gemm A"));
   DGPTQ_RETURN_IF_ERROR(CheckMat(b, "gemm B"));
   DGPTQ_RETURN_IF_ERROR(CheckMat(c, "gemm C"));
-  const int64_t m = ta ? a.cols : a.rows, k = ta ? a.rows : a.cols;
-  const int64_t kb = tb ? b.cols : b.rows, n = tb ? b.rows : b.cols;
-  if (k != kb || c.rows != m || c.cols != n) {
+  *m = ta ? a.cols : a.rows, *k = ta ? a.rows : a.cols;
+  const int64_t kb = tb ? b.cols : b.rows;
+  *n = tb ? b.rows : b.cols;
+  if (*k != kb || c.rows != *m || c.cols != *n) {
     return absl::InvalidArgumentError(absl::StrFormat(
-        "gemm shapes disagree: op(A) [%d, %d], op(B) [%d, %d], C [%d, %d]", m, k, kb, n, c.rows,
-        c.cols));
+        "gemm shapes disagree: op(A) [%d, %d], op(B) [%d, %d], C [%d, %d]", *m, *k, kb, *n,
+        c.rows, c.cols));
   }
+  return absl::OkStatus();
+}
+
+absl::Status CudaBackend::Gemm(bool ta, bool tb, float alpha, const Mat& a, const Mat& b,
+                               float beta, const Mat& c) {
+  int64_t m = 0, n = 0, k = 0;
+  DGPTQ_RETURN_IF_ERROR(GemmShape(ta, tb, a, b, c, &m, &n, &k));
   if (m == 0 || n == 0) return absl::OkStatus();
   DGPTQ_CUDA_CHECK(cublasSgemm(blas_, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N,
                                n, m, k, &alpha, b.data, b.ld, a.data, a.ld, &beta, c.data, c.ld));
+  return absl::OkStatus();
+}
+
+// The operands rounded into contiguous bf16 scratch (leading dimension = their cols), then
+// the same operand swap as Gemm, on tensor cores with fp32 accumulation.
+absl::Status CudaBackend::GemmBf16(bool ta, bool tb, float alpha, const Mat& a, const Mat& b,
+                                   float beta, const Mat& c) {
+  int64_t m = 0, n = 0, k = 0;
+  DGPTQ_RETURN_IF_ERROR(GemmShape(ta, tb, a, b, c, &m, &n, &k));
+  if (m == 0 || n == 0) return absl::OkStatus();
+  DGPTQ_ASSIGN_OR_RETURN(void* ab, Scratch(&bf16_a_, std::max<size_t>(2, a.rows * a.cols * 2)));
+  DGPTQ_ASSIGN_OR_RETURN(void* bb, Scratch(&bf16_b_, std::max<size_t>(2, b.rows * b.cols * 2)));
+  DGPTQ_CUDA_CHECK(cuda::LaunchF32ToBf16(a.data, a.rows, a.cols, a.ld, ab, stream_));
+  DGPTQ_CUDA_CHECK(cuda::LaunchF32ToBf16(b.data, b.rows, b.cols, b.ld, bb, stream_));
+  const int64_t lda = std::max<int64_t>(1, a.cols), ldb = std::max<int64_t>(1, b.cols);
+  DGPTQ_CUDA_CHECK(cublasGemmEx(blas_, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N,
+                                n, m, k, &alpha, bb, CUDA_R_16BF, ldb, ab, CUDA_R_16BF, lda, &beta,
+                                c.data, CUDA_R_32F, c.ld, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
   return absl::OkStatus();
 }
 

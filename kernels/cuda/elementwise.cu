@@ -25,6 +25,15 @@ __global__ void HalfToF32Kernel(bool bf16, const void* src, float* dst, size_t n
   }
 }
 
+// dst [rows, cols] contiguous bf16 = src [rows, cols] (leading dimension ld), rounded to
+// nearest even.
+__global__ void F32ToBf16Kernel(const float* src, long rows, long cols, long ld,
+                                __nv_bfloat16* dst) {
+  DGPTQ_FOR_EACH(i, size_t(rows) * cols) {
+    dst[i] = __float2bfloat16_rn(src[(i / cols) * ld + i % cols]);
+  }
+}
+
 __global__ void AddF32ToF64Kernel(const float* src, double* dst, size_t n, bool assign) {
   DGPTQ_FOR_EACH(i, n) dst[i] = (assign ? 0.0 : dst[i]) + static_cast<double>(src[i]);
 }
@@ -153,6 +162,13 @@ __global__ void ZeroStrictLowerKernel(float* a, long n, long ld) {
 
 cudaError_t LaunchHalfToF32(bool bf16, const void* src, float* dst, size_t n, cudaStream_t s) {
   HalfToF32Kernel<<<Blocks(n), kThreads, 0, s>>>(bf16, src, dst, n);
+  return cudaGetLastError();
+}
+cudaError_t LaunchF32ToBf16(const float* src, long rows, long cols, long ld, void* dst,
+                            cudaStream_t s) {
+  if (rows == 0 || cols == 0) return cudaSuccess;
+  F32ToBf16Kernel<<<Blocks(size_t(rows) * cols), kThreads, 0, s>>>(
+      src, rows, cols, ld, static_cast<__nv_bfloat16*>(dst));
   return cudaGetLastError();
 }
 cudaError_t LaunchAddF32ToF64(const float* src, double* dst, size_t n, bool assign,

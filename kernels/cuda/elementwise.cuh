@@ -9,6 +9,9 @@
 
 namespace dgptq::kernels::cuda {
 
+// dst: contiguous bf16 [rows, cols] of src (leading dimension ld), round to nearest even.
+cudaError_t LaunchF32ToBf16(const float* src, long rows, long cols, long ld, void* dst,
+                            cudaStream_t stream);
 // src_is_bf16: bf16 input, else fp16.
 cudaError_t LaunchAddF32ToF64(const float* src, double* dst, size_t n, bool assign,
                               cudaStream_t s);

@@ -13,6 +13,7 @@
 namespace dgptq::kernels {
 namespace {
 
+using dgptq::testing::kNmseBF16;
 using dgptq::testing::Nmse;
 using dgptq::testing::RandomNormal;
 
@@ -72,6 +73,56 @@ TEST_P(BackendOps, GemmAllTransposes) {
       }
     }
   }
+}
+
+float RoundBf16(float x) { return BFloat16ToFloat(FloatToBFloat16(x)); }
+
+// GemmBf16 is the GEMM of the bf16-rounded operands accumulated in fp32: against the fp64
+// product of the rounded operands it is as close as an fp32 GEMM; against the unrounded
+// product it carries bf16's rounding (so it did round). Strided views included.
+TEST_P(BackendOps, GemmBf16RoundsTheOperands) {
+  for (const auto& d : kDims) {
+    const int64_t m = d[0], n = d[1], k = d[2];
+    for (int ta = 0; ta < 2; ++ta) {
+      for (int tb = 0; tb < 2; ++tb) {
+        const int64_t pad = 3;  // leading dimensions wider than the views
+        const int64_t ar = ta ? k : m, ac = ta ? m : k, br = tb ? n : k, bc = tb ? k : n;
+        const auto a = RandomNormal(ar * (ac + pad), 4), bm = RandomNormal(br * (bc + pad), 5);
+        const auto c0 = RandomNormal(m * n, 6);
+        Buffer da = Put(a), db = Put(bm), dc = Put(c0);
+        ASSERT_TRUE(b_->GemmBf16(ta, tb, 1.5f, Mat{da.f32(), ar, ac, ac + pad},
+                                 Mat{db.f32(), br, bc, bc + pad}, -1.0f, Mat{dc.f32(), m, n, n})
+                        .ok());
+        std::vector<float> rounded(m * n), exact(m * n);
+        for (int64_t i = 0; i < m; ++i) {
+          for (int64_t j = 0; j < n; ++j) {
+            double sr = 0, se = 0;
+            for (int64_t l = 0; l < k; ++l) {
+              const float x = ta ? a[l * (ac + pad) + i] : a[i * (ac + pad) + l];
+              const float y = tb ? bm[j * (bc + pad) + l] : bm[l * (bc + pad) + j];
+              sr += double(RoundBf16(x)) * RoundBf16(y);
+              se += double(x) * y;
+            }
+            rounded[i * n + j] = static_cast<float>(1.5 * sr - c0[i * n + j]);
+            exact[i * n + j] = static_cast<float>(1.5 * se - c0[i * n + j]);
+          }
+        }
+        const std::vector<float> got = Get<float>(dc, m * n);
+        const std::string at = std::to_string(m) + "x" + std::to_string(n) + "x" +
+                               std::to_string(k) + " ta=" + std::to_string(ta) +
+                               " tb=" + std::to_string(tb);
+        EXPECT_LT(Nmse(got.data(), rounded.data(), m * n), 1e-7) << at;
+        EXPECT_LT(Nmse(got.data(), exact.data(), m * n), kNmseBF16) << at;
+        if (k >= 7) EXPECT_GT(Nmse(got.data(), exact.data(), m * n), 1e-9) << at;
+      }
+    }
+  }
+  // Shapes are checked as Gemm's are.
+  Buffer x = Put(RandomNormal(12, 7));
+  EXPECT_EQ(b_->GemmBf16(false, false, 1, Mat{x.f32(), 3, 4, 4}, Mat{x.f32(), 3, 4, 4}, 0,
+                         Mat{x.f32(), 3, 4, 4})
+                .code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 std::vector<float> RefGram(const std::vector<float>& x, int64_t n, int64_t c) {

@@ -66,6 +66,25 @@ INSTANTIATE_TEST_SUITE_P(Shared, SharedModelQuality,
                            return n;
                          });
 
+// Fraction of equal codes between two quantized outputs of one model, over the modules
+// whose name contains `only` (all when empty); -1 when they cannot be read.
+double CodesAgreement(const std::string& out_a, const std::string& out_b,
+                      const std::string& only = "") {
+  auto a = ModelReader::Open(out_a);
+  auto b = ModelReader::Open(out_b);
+  if (!a.ok() || !b.ok()) return -1;
+  int64_t same = 0, total = 0;
+  for (const std::string& m : (*a)->QuantizedModules()) {
+    if (m.find(only) == std::string::npos) continue;
+    auto qa = (*a)->LoadQuantized(m);
+    auto qb = (*b)->LoadQuantized(m);
+    if (!qa.ok() || !qb.ok() || qa->codes.size() != qb->codes.size()) return -1;
+    for (size_t i = 0; i < qa->codes.size(); ++i) same += qa->codes[i] == qb->codes[i];
+    total += static_cast<int64_t>(qa->codes.size());
+  }
+  return total == 0 ? -1 : static_cast<double>(same) / static_cast<double>(total);
+}
+
 // A small synthetic model and calibration text for the bad-input tests.
 class PipelineInput : public ::testing::Test {
  protected:
@@ -143,6 +162,22 @@ TEST_F(PipelineInput, HoldsNoHeadWhileQuantizing) {
   EXPECT_LT(r->peak_device_bytes, 2 * table);
 }
 
+// bf16 GEMMs (what a bf16 model gets on CUDA by default) run on the CPU too, emulated:
+// the codes differ from the fp32 run's only where the rounded activations tip a code.
+TEST_F(PipelineInput, Bf16GemmsAgreeWithFp32OnNearlyEveryCode) {
+  QuantizeOptions f = Options("fp32");
+  QuantizeOptions h = Options("bf16");
+  EXPECT_FALSE(f.Bf16Gemms(DType::kBF16));  // auto on the CPU
+  h.gemm = QuantizeOptions::Gemm::kBf16;
+  EXPECT_TRUE(h.Bf16Gemms(DType::kF32));
+  ASSERT_TRUE(Quantize(f, nullptr).ok());
+  auto rh = Quantize(h, nullptr);
+  ASSERT_TRUE(rh.ok()) << rh.status();
+  const double agree = CodesAgreement(f.out_dir, h.out_dir);
+  EXPECT_GT(agree, 0.9);
+  EXPECT_LT(agree, 1.0) << "bf16 operands changed nothing: were they rounded?";
+}
+
 TEST_F(PipelineInput, MissingConfigIsNotFound) {
   fs::remove(model_ + "/config.json");
   const QuantizeOptions o = Options("out");
@@ -211,22 +246,11 @@ TEST_F(PipelineInput, TrueSequentialAndFormatsAgreeOnCodes) {
   c.format = OutputFormat::kCompressedTensors;
   ASSERT_TRUE(Quantize(g, nullptr).ok());
   ASSERT_TRUE(Quantize(c, nullptr).ok());
-  auto rg = ModelReader::Open(g.out_dir);
-  auto rc = ModelReader::Open(c.out_dir);
-  ASSERT_TRUE(rg.ok() && rc.ok());
   // Each format's stored scales (fp16 for GPTQ, the model's bf16 for compressed-tensors)
   // make the weights the next layers are calibrated on: layer 0 agrees exactly, later ones
   // on nearly every code.
-  int64_t same = 0, total = 0;
-  for (const std::string& m : (*rg)->QuantizedModules()) {
-    auto a = (*rg)->LoadQuantized(m);
-    auto b = (*rc)->LoadQuantized(m);
-    ASSERT_TRUE(a.ok() && b.ok()) << m;
-    if (m.find("layers.0.") != std::string::npos) EXPECT_EQ(a->codes, b->codes) << m;
-    for (size_t i = 0; i < a->codes.size(); ++i) same += a->codes[i] == b->codes[i];
-    total += static_cast<int64_t>(a->codes.size());
-  }
-  EXPECT_GT(static_cast<double>(same) / static_cast<double>(total), 0.98) << same << " of " << total;
+  EXPECT_EQ(CodesAgreement(g.out_dir, c.out_dir, "layers.0."), 1.0);
+  EXPECT_GT(CodesAgreement(g.out_dir, c.out_dir), 0.98);
   QuantizeOptions t = Options("ts");
   t.true_sequential = true;
   auto rt = Quantize(t, nullptr);
@@ -301,25 +325,31 @@ TEST_F(PipelineInput, KilledRunResumesWithTheSameOutput) {
   EXPECT_FALSE(HasStaging(tmp_.path()));
 }
 
+// In each GEMM precision (the CPU emulates bf16 operands exactly as the tensor cores take
+// them), the two backends differ only by fp32 summation order.
 TEST_F(PipelineInput, CpuAndCudaAgreeOnCodes) {
   if (!kernels::CudaAvailable()) GTEST_SKIP() << "no CUDA device";
-  QuantizeOptions a = Options("cpu");
-  QuantizeOptions b = Options("cuda");
-  b.device = kernels::DeviceKind::kCuda;
-  ASSERT_TRUE(Quantize(a, nullptr).ok());
-  auto rb = Quantize(b, nullptr);
-  ASSERT_TRUE(rb.ok()) << rb.status();
-  auto ra = ModelReader::Open(a.out_dir), rcu = ModelReader::Open(b.out_dir);
-  ASSERT_TRUE(ra.ok() && rcu.ok());
-  size_t total = 0, differ = 0;
-  for (const std::string& m : (*ra)->QuantizedModules()) {
-    auto x = (*ra)->LoadQuantized(m), y = (*rcu)->LoadQuantized(m);
-    ASSERT_TRUE(x.ok() && y.ok());
-    const auto d = dgptq::testing::CompareCodes(x->codes, y->codes);
-    total += x->codes.size();
-    differ += d.off_by_one + d.off_more;
+  for (auto gemm : {QuantizeOptions::Gemm::kFp32, QuantizeOptions::Gemm::kBf16}) {
+    const std::string tag = gemm == QuantizeOptions::Gemm::kFp32 ? "fp32" : "bf16";
+    QuantizeOptions a = Options("cpu_" + tag);
+    QuantizeOptions b = Options("cuda_" + tag);
+    a.gemm = b.gemm = gemm;
+    b.device = kernels::DeviceKind::kCuda;
+    ASSERT_TRUE(Quantize(a, nullptr).ok());
+    auto rb = Quantize(b, nullptr);
+    ASSERT_TRUE(rb.ok()) << rb.status();
+    auto ra = ModelReader::Open(a.out_dir), rcu = ModelReader::Open(b.out_dir);
+    ASSERT_TRUE(ra.ok() && rcu.ok());
+    size_t total = 0, differ = 0;
+    for (const std::string& m : (*ra)->QuantizedModules()) {
+      auto x = (*ra)->LoadQuantized(m), y = (*rcu)->LoadQuantized(m);
+      ASSERT_TRUE(x.ok() && y.ok());
+      const auto d = dgptq::testing::CompareCodes(x->codes, y->codes);
+      total += x->codes.size();
+      differ += d.off_by_one + d.off_more;
+    }
+    EXPECT_LE(differ, total / 1000) << tag << ": " << differ << " of " << total;
   }
-  EXPECT_LE(differ, total / 1000) << differ << " of " << total;
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
 // `dgptq quantize`: the whole pipeline in one process; `dgptq eval`: perplexity.
 #include <cstdio>
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <string>
 
@@ -18,7 +19,7 @@ namespace {
 
 struct QuantizeFlags {
   worker::QuantizeOptions o;
-  std::string format = "gptq", device = "cpu";
+  std::string format = "gptq", device = "cpu", gemm = "auto";
   bool asym = false;
   bool resume = false;
 };
@@ -51,6 +52,15 @@ int RunQuantize(QuantizeFlags& f) {
                  (!fmt.ok() ? fmt.status() : dev.status()).ToString().c_str());
     return kExitUsage;
   }
+  using Gemm = worker::QuantizeOptions::Gemm;
+  const std::map<std::string, Gemm> gemms = {
+      {"auto", Gemm::kAuto}, {"fp32", Gemm::kFp32}, {"bf16", Gemm::kBf16}};
+  if (!gemms.count(f.gemm)) {
+    std::fprintf(stderr, "dgptq quantize: --gemm must be auto, fp32 or bf16, got '%s'\n",
+                 f.gemm.c_str());
+    return kExitUsage;
+  }
+  f.o.gemm = gemms.at(f.gemm);
   f.o.format = *fmt;
   f.o.device = *dev;
   if (f.resume) f.o.resume = worker::ResumeMode::kRequired;
@@ -113,6 +123,9 @@ Command AddQuantizeCommand(CLI::App& app) {
   c->add_option("--seed", o.seed, "calibration sampling seed");
   c->add_option("--format", f->format, "gptq, compressed-tensors or dequantized (fp32 fake-quant)");
   c->add_option("--device", f->device, "cpu or cuda");
+  c->add_option("--gemm", f->gemm,
+                "forward and Hessian GEMM precision: auto (bf16 operands, fp32 accumulation "
+                "on CUDA for a bf16 model; fp32 otherwise), fp32 or bf16");
   c->add_option("--threads", o.cpu_threads, "CPU backend threads (0: all cores)");
   c->add_option("--gpu", o.gpu, "CUDA device ordinal");
   c->add_flag("--rtn", o.rtn, "round to nearest (no calibration)");

@@ -57,8 +57,10 @@ absl::StatusOr<DeviceTensor> LoadTensor(Backend& b, ModelReader& r, const std::s
   return d;
 }
 
-absl::Status Linear(Backend& b, const Mat& x, const Mat& w, const float* bias, const Mat& out) {
-  DGPTQ_RETURN_IF_ERROR(b.Gemm(false, true, 1.0f, x, w, 0.0f, out));
+absl::Status Linear(Backend& b, const Mat& x, const Mat& w, const float* bias, const Mat& out,
+                    bool bf16) {
+  DGPTQ_RETURN_IF_ERROR(bf16 ? b.GemmBf16(false, true, 1.0f, x, w, 0.0f, out)
+                             : b.Gemm(false, true, 1.0f, x, w, 0.0f, out));
   if (bias != nullptr) DGPTQ_RETURN_IF_ERROR(b.AddBias(out, bias));
   return absl::OkStatus();
 }

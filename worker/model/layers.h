@@ -40,9 +40,9 @@ struct LayerWeights {
   bool has(const std::string& name) const { return t.count(name) != 0; }
 };
 
-// out = x W^T (+ bias). W is [out_features, in_features].
+// out = x W^T (+ bias). W is [out_features, in_features]; `bf16`: Backend::GemmBf16.
 absl::Status Linear(kernels::Backend& b, const kernels::Mat& x, const kernels::Mat& w,
-                    const float* bias, const kernels::Mat& out);
+                    const float* bias, const kernels::Mat& out, bool bf16 = false);
 
 // Rotary inverse frequencies [head_dim / 2] as transformers computes them in fp32,
 // including "linear" and "llama3" rope_scaling; InvalidArgument for other types.

@@ -87,7 +87,7 @@ class LlamaModel final : public DecoderModel {
 
   absl::Status Logits(const Mat& x, const Mat& logits) override {
     DGPTQ_RETURN_IF_ERROR(b_.RmsNorm(x, norm_.mat.data, config_.rms_norm_eps, x));
-    return Linear(b_, x, head_mat_, nullptr, logits);
+    return Linear(x, head_mat_, nullptr, logits);
   }
 
  private:
@@ -117,7 +117,7 @@ absl::Status LlamaModel::ForwardLayer(const LayerWeights& w, const Mat& x, int64
   DGPTQ_ASSIGN_OR_RETURN(bool go, capture(0, h.mat));
   if (!go) return absl::OkStatus();
   for (auto [m, out] : {std::pair{"self_attn.q_proj", &q}, {"self_attn.k_proj", &k}, {"self_attn.v_proj", &v}}) {
-    DGPTQ_RETURN_IF_ERROR(Linear(b_, h.mat, w.mat(std::string(m) + ".weight"), Bias(w, m), out->mat));
+    DGPTQ_RETURN_IF_ERROR(Linear(h.mat, w.mat(std::string(m) + ".weight"), Bias(w, m), out->mat));
   }
   DGPTQ_RETURN_IF_ERROR(b_.Rope(q.mat, c.num_attention_heads, hd, seq_len, inv_freq_.mat.data));
   DGPTQ_RETURN_IF_ERROR(b_.Rope(k.mat, c.num_key_value_heads, hd, seq_len, inv_freq_.mat.data));
@@ -125,7 +125,7 @@ absl::Status LlamaModel::ForwardLayer(const LayerWeights& w, const Mat& x, int64
                                      c.num_key_value_heads, hd, 1.0f / std::sqrt(float(hd)), a.mat));
   DGPTQ_ASSIGN_OR_RETURN(go, capture(1, a.mat));
   if (!go) return absl::OkStatus();
-  DGPTQ_RETURN_IF_ERROR(Linear(b_, a.mat, w.mat("self_attn.o_proj.weight"), Bias(w, "self_attn.o_proj"), h.mat));
+  DGPTQ_RETURN_IF_ERROR(Linear(a.mat, w.mat("self_attn.o_proj.weight"), Bias(w, "self_attn.o_proj"), h.mat));
   DGPTQ_RETURN_IF_ERROR(b_.Add(x, h.mat));
   // MLP block.
   DGPTQ_RETURN_IF_ERROR(b_.RmsNorm(x, w.ptr("post_attention_layernorm.weight"), eps, h.mat));
@@ -134,12 +134,12 @@ absl::Status LlamaModel::ForwardLayer(const LayerWeights& w, const Mat& x, int64
   q = DeviceTensor(), a = DeviceTensor();
   DGPTQ_ASSIGN_OR_RETURN(DeviceTensor g, NewDeviceTensor(b_, n, inter));
   DGPTQ_ASSIGN_OR_RETURN(DeviceTensor u, NewDeviceTensor(b_, n, inter));
-  DGPTQ_RETURN_IF_ERROR(Linear(b_, h.mat, w.mat("mlp.gate_proj.weight"), Bias(w, "mlp.gate_proj"), g.mat));
-  DGPTQ_RETURN_IF_ERROR(Linear(b_, h.mat, w.mat("mlp.up_proj.weight"), Bias(w, "mlp.up_proj"), u.mat));
+  DGPTQ_RETURN_IF_ERROR(Linear(h.mat, w.mat("mlp.gate_proj.weight"), Bias(w, "mlp.gate_proj"), g.mat));
+  DGPTQ_RETURN_IF_ERROR(Linear(h.mat, w.mat("mlp.up_proj.weight"), Bias(w, "mlp.up_proj"), u.mat));
   DGPTQ_RETURN_IF_ERROR(b_.SiluMul(g.mat, u.mat, g.mat));
   DGPTQ_ASSIGN_OR_RETURN(go, capture(3, g.mat));
   if (!go) return absl::OkStatus();
-  DGPTQ_RETURN_IF_ERROR(Linear(b_, g.mat, w.mat("mlp.down_proj.weight"), Bias(w, "mlp.down_proj"), h.mat));
+  DGPTQ_RETURN_IF_ERROR(Linear(g.mat, w.mat("mlp.down_proj.weight"), Bias(w, "mlp.down_proj"), h.mat));
   return b_.Add(x, h.mat);
 }
 

@@ -20,6 +20,11 @@ absl::Status DecoderModel::LoadLinears(ModelReader& r, const std::string& prefix
   return absl::OkStatus();
 }
 
+absl::Status DecoderModel::Linear(const kernels::Mat& x, const kernels::Mat& w,
+                                  const float* bias, const kernels::Mat& out) const {
+  return worker::Linear(b_, x, w, bias, out, bf16_gemms_);
+}
+
 absl::StatusOr<std::unique_ptr<DecoderModel>> DecoderModel::Create(const ModelConfig& c,
                                                                   kernels::Backend& b) {
   if (c.model_type == "opt") return MakeOptModel(c, b);

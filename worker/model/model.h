@@ -62,6 +62,9 @@ class DecoderModel {
   virtual absl::Status Embed(const int32_t* ids, int64_t seq_len, const kernels::Mat& out) = 0;
   // logits [n, vocab] of final hidden states x [n, hidden] (x is normalised in place).
   virtual absl::Status Logits(const kernels::Mat& x, const kernels::Mat& logits) = 0;
+  // Whether the linear layers' GEMMs round their operands to bf16 (Backend::GemmBf16):
+  // off by default (fp32).
+  void SetBf16Gemms(bool on) { bf16_gemms_ = on; }
 
  protected:
   DecoderModel(const ModelConfig& c, kernels::Backend& b) : config_(c), b_(b) {}
@@ -70,8 +73,12 @@ class DecoderModel {
   absl::Status LoadLinears(ModelReader& r, const std::string& prefix,
                            const std::function<bool(const std::string&)>& has_bias,
                            LayerWeights* w);
+  // out = x W^T (+ bias) in the model's GEMM precision.
+  absl::Status Linear(const kernels::Mat& x, const kernels::Mat& w, const float* bias,
+                      const kernels::Mat& out) const;
   ModelConfig config_;
   kernels::Backend& b_;
+  bool bf16_gemms_ = false;
 };
 
 // Per architecture (one small file each).

@@ -96,7 +96,7 @@ class OptModel final : public DecoderModel {
   absl::Status Logits(const Mat& x, const Mat& logits) override {
     DGPTQ_RETURN_IF_ERROR(b_.LayerNorm(x, ln_w_.mat.data, ln_b_.mat.data,
                                        static_cast<float>(config_.layer_norm_eps), x));
-    return Linear(b_, x, head_mat_, nullptr, logits);
+    return Linear(x, head_mat_, nullptr, logits);
   }
 
  private:
@@ -121,24 +121,24 @@ absl::Status OptModel::ForwardLayer(const LayerWeights& w, const Mat& x, int64_t
                                      w.ptr("self_attn_layer_norm.bias"), eps, t.mat));
   DGPTQ_ASSIGN_OR_RETURN(bool go, capture(0, t.mat));
   if (!go) return absl::OkStatus();
-  DGPTQ_RETURN_IF_ERROR(Linear(b_, t.mat, w.mat("self_attn.q_proj.weight"), Bias(w, "self_attn.q_proj"), q.mat));
-  DGPTQ_RETURN_IF_ERROR(Linear(b_, t.mat, w.mat("self_attn.k_proj.weight"), Bias(w, "self_attn.k_proj"), k.mat));
-  DGPTQ_RETURN_IF_ERROR(Linear(b_, t.mat, w.mat("self_attn.v_proj.weight"), Bias(w, "self_attn.v_proj"), v.mat));
+  DGPTQ_RETURN_IF_ERROR(Linear(t.mat, w.mat("self_attn.q_proj.weight"), Bias(w, "self_attn.q_proj"), q.mat));
+  DGPTQ_RETURN_IF_ERROR(Linear(t.mat, w.mat("self_attn.k_proj.weight"), Bias(w, "self_attn.k_proj"), k.mat));
+  DGPTQ_RETURN_IF_ERROR(Linear(t.mat, w.mat("self_attn.v_proj.weight"), Bias(w, "self_attn.v_proj"), v.mat));
   DGPTQ_RETURN_IF_ERROR(b_.Attention(q.mat, k.mat, v.mat, seq_len, heads, heads, hd,
                                      1.0f / std::sqrt(static_cast<float>(hd)), t.mat));
   DGPTQ_ASSIGN_OR_RETURN(go, capture(1, t.mat));
   if (!go) return absl::OkStatus();
-  DGPTQ_RETURN_IF_ERROR(Linear(b_, t.mat, w.mat("self_attn.out_proj.weight"), Bias(w, "self_attn.out_proj"), q.mat));
+  DGPTQ_RETURN_IF_ERROR(Linear(t.mat, w.mat("self_attn.out_proj.weight"), Bias(w, "self_attn.out_proj"), q.mat));
   DGPTQ_RETURN_IF_ERROR(b_.Add(x, q.mat));
   DGPTQ_RETURN_IF_ERROR(b_.LayerNorm(x, w.ptr("final_layer_norm.weight"), w.ptr("final_layer_norm.bias"), eps, t.mat));
   DGPTQ_ASSIGN_OR_RETURN(go, capture(2, t.mat));
   if (!go) return absl::OkStatus();
   DGPTQ_ASSIGN_OR_RETURN(DeviceTensor f, NewDeviceTensor(b_, n, c.intermediate_size));
-  DGPTQ_RETURN_IF_ERROR(Linear(b_, t.mat, w.mat("fc1.weight"), Bias(w, "fc1"), f.mat));
+  DGPTQ_RETURN_IF_ERROR(Linear(t.mat, w.mat("fc1.weight"), Bias(w, "fc1"), f.mat));
   DGPTQ_RETURN_IF_ERROR(b_.Relu(f.mat));
   DGPTQ_ASSIGN_OR_RETURN(go, capture(3, f.mat));
   if (!go) return absl::OkStatus();
-  DGPTQ_RETURN_IF_ERROR(Linear(b_, f.mat, w.mat("fc2.weight"), Bias(w, "fc2"), t.mat));
+  DGPTQ_RETURN_IF_ERROR(Linear(f.mat, w.mat("fc2.weight"), Bias(w, "fc2"), t.mat));
   return b_.Add(x, t.mat);
 }
 

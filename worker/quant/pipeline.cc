@@ -64,14 +64,15 @@ int LayerOfPart(const std::string& part) {
 
 // What decides the tensors besides the writer's options: a partial output is resumed only
 // when this matches. The sharding is not in it: it does not change the codes.
-std::string Fingerprint(const QuantizeOptions& o) {
+std::string Fingerprint(const QuantizeOptions& o, DType dtype) {
   if (o.rtn) return "rtn";
   std::error_code ec;
   const std::string calib = std::filesystem::weakly_canonical(o.calib_path, ec).string();
   return absl::StrFormat("gptq calib=%s samples=%d seq_len=%d seed=%d true_sequential=%d "
                          "batch_windows=%d",
                          ec ? o.calib_path : calib, o.samples, o.seq_len, o.seed,
-                         o.true_sequential ? 1 : 0, o.batch_windows);
+                         o.true_sequential ? 1 : 0, o.batch_windows) +
+         (o.Bf16Gemms(dtype) ? " gemm=bf16" : "");
 }
 
 WriterOptions WriterFor(const QuantizeOptions& o, const ModelConfig& c) {
@@ -83,7 +84,7 @@ WriterOptions WriterFor(const QuantizeOptions& o, const ModelConfig& c) {
   wo.model_dtype = c.torch_dtype == DType::kBF16 ? DType::kBF16 : DType::kF16;
   wo.overwrite = o.overwrite;
   wo.ignore = {"lm_head"};
-  wo.fingerprint = Fingerprint(o);
+  wo.fingerprint = Fingerprint(o, c.torch_dtype);
   wo.resume = o.resume;
   wo.keep_partial = true;
   return wo;
@@ -171,6 +172,7 @@ class Pipeline {
   std::unique_ptr<DecoderModel> model_;
   std::unique_ptr<ModelWriter> writer_;  // rank 0 owns the partial output; others attach
   std::optional<DType> scale_dtype_;     // what the output stores scales in
+  bool bf16_gemms_ = false;              // forward and Hessian GEMMs (QuantizeOptions::gemm)
   std::map<std::string, kernels::QuantizedWeight> owned_;  // this layer's, by module
   TokenWindows calib_;                   // this rank's shard of the windows
   double total_tokens_ = 0;              // over every rank: the Hessian's divisor
@@ -193,6 +195,8 @@ absl::StatusOr<QuantizeReport> Pipeline::Run() {
   }
   DGPTQ_ASSIGN_OR_RETURN(b_, kernels::MakeBackend(o_.device, o_.cpu_threads, o_.gpu));
   DGPTQ_ASSIGN_OR_RETURN(model_, DecoderModel::Create(c, *b_));
+  bf16_gemms_ = o_.Bf16Gemms(c.torch_dtype);
+  model_->SetBf16Gemms(bf16_gemms_);
   DGPTQ_RETURN_IF_ERROR(CheckContext(model_->num_layers()));
   if (!o_.rtn) {
     auto tc = Clock::now();
@@ -469,7 +473,8 @@ absl::Status Pipeline::CollectHessians(const LayerWeights& w, const Mat& x,
       const auto th = Clock::now();
       for (int64_t r0 = 0; r0 < in.rows; r0 += L) {  // one window at a time
         const Mat xw = in.Block(r0, 0, std::min(L, in.rows - r0), in.cols);
-        DGPTQ_RETURN_IF_ERROR(b_->Gemm(true, false, 1.0f, xw, xw, 0.0f, p));
+        DGPTQ_RETURN_IF_ERROR(bf16_gemms_ ? b_->GemmBf16(true, false, 1.0f, xw, xw, 0.0f, p)
+                                          : b_->Gemm(true, false, 1.0f, xw, xw, 0.0f, p));
         DGPTQ_RETURN_IF_ERROR(b_->AddF32ToF64(p.data, h.data(), h.count(), h.empty));
         h.empty = false;
       }
@@ -698,6 +703,11 @@ absl::Status Pipeline::WritePlain(const std::vector<std::string>& names) {
 }
 
 }  // namespace
+
+bool QuantizeOptions::Bf16Gemms(DType model) const {
+  if (gemm == Gemm::kAuto) return device == kernels::DeviceKind::kCuda && model == DType::kBF16;
+  return gemm == Gemm::kBf16;
+}
 
 absl::Status QuantizeOptions::Validate() const {
   DGPTQ_RETURN_IF_ERROR(quant.Validate());

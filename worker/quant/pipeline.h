@@ -46,6 +46,13 @@ struct QuantizeOptions {
   int64_t batch_windows = 1;
   // Reads the next layer's weights from disk into the page cache while this one computes.
   bool prefetch = true;
+  // Precision of the forward and Hessian GEMMs (GPTQ itself is always fp32). kAuto: bf16
+  // operands with fp32 accumulation (tensor cores) on CUDA for a bf16 model, fp32
+  // otherwise. The codes depend on it (it is part of what a resumed output must match).
+  enum class Gemm { kAuto, kFp32, kBf16 };
+  Gemm gemm = Gemm::kAuto;
+  // Whether this run's forward and Hessian GEMMs are bf16, for a model of dtype `model`.
+  bool Bf16Gemms(DType model) const;
   // InvalidArgument naming the flag.
   absl::Status Validate() const;
 };
