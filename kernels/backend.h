@@ -170,6 +170,11 @@ class Backend {
   // codes[r, c] = clamp(rint(w / scales[g, r]) + zeros[g, r]); w[r, c] <- dequantized.
   virtual absl::Status QuantizeRtn(const Mat& w, int bits, const int32_t* col_group,
                                    const float* scales, const float* zeros, int32_t* codes) = 0;
+  // The inverse, from stored codes: w[r, c] = scales[g, r] * (codes[r, c] - zeros[g, r]) with
+  // g = col_group[c], exactly as QuantizedWeight::Dequantize computes it on the host
+  // (codes [rows, cols] with ld = cols).
+  virtual absl::Status Dequantize(const int32_t* codes, const int32_t* col_group,
+                                  const float* scales, const float* zeros, const Mat& w) = 0;
   virtual absl::Status GptqBlock(const GptqBlockArgs& args) = 0;
   // Peak bytes of device memory in use since the backend was made: on CUDA the device
   // memory pool's high-water mark, on the CPU the peak of the memory held in Buffers from

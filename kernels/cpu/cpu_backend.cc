@@ -288,6 +288,19 @@ class CpuBackend final : public Backend {
     return absl::OkStatus();
   }
 
+  absl::Status Dequantize(const int32_t* codes, const int32_t* col_group, const float* scales,
+                          const float* zeros, const Mat& w) override {
+    DGPTQ_RETURN_IF_ERROR(CheckMat(w, "weight"));
+    ParallelFor(w.rows, threads_, 16, [&](int64_t b, int64_t e) {
+      for (int64_t r = b; r < e; ++r) {
+        for (int64_t c = 0; c < w.cols; ++c) {
+          const int64_t g = col_group[c] * w.rows + r;
+          w.data[r * w.ld + c] = Dequant(static_cast<float>(codes[r * w.cols + c]), scales[g], zeros[g]);
+        }
+      }
+    });
+    return absl::OkStatus();
+  }
   absl::Status GptqBlock(const GptqBlockArgs& a) override;
 
   absl::StatusOr<double> Sum(const float* x, size_t n) override {

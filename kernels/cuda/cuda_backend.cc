@@ -156,6 +156,13 @@ class CudaBackend final : public Backend {
                                              scales, zeros, codes, stream_));
     return absl::OkStatus();
   }
+  absl::Status Dequantize(const int32_t* codes, const int32_t* col_group, const float* scales,
+                          const float* zeros, const Mat& w) override {
+    DGPTQ_RETURN_IF_ERROR(CheckMat(w, "weight"));
+    DGPTQ_CUDA_CHECK(cuda::LaunchDequantize(codes, w.rows, w.cols, col_group, scales, zeros,
+                                            w.data, w.ld, stream_));
+    return absl::OkStatus();
+  }
   absl::Status GptqBlock(const GptqBlockArgs& a) override;
   absl::StatusOr<double> Sum(const float* x, size_t n) override {
     DGPTQ_ASSIGN_OR_RETURN(Buffer out, Allocate(sizeof(double)));

@@ -130,6 +130,15 @@ __global__ void RtnKernel(float* w, long rows, long cols, long ld, int bits, con
   }
 }
 
+__global__ void DequantizeKernel(const int* codes, long rows, long cols, const int* col_group,
+                                 const float* scales, const float* zeros, float* w, long ld) {
+  DGPTQ_FOR_EACH(k, size_t(rows) * cols) {
+    const long r = k / cols, c = k % cols;
+    const long g = col_group[c] * rows + r;
+    w[r * ld + c] = Dequant(static_cast<float>(codes[k]), scales[g], zeros[g]);
+  }
+}
+
 __global__ void SumKernel(const float* x, size_t n, double* out) {
   __shared__ double part[1024];
   double s = 0;
@@ -227,6 +236,14 @@ cudaError_t LaunchQuantizeRtn(float* w, long rows, long cols, long ld, int bits,
                               int* codes, cudaStream_t s) {
   RtnKernel<<<Blocks(size_t(rows) * cols), kThreads, 0, s>>>(w, rows, cols, ld, bits, col_group,
                                                               scales, zeros, codes);
+  return cudaGetLastError();
+}
+cudaError_t LaunchDequantize(const int* codes, long rows, long cols, const int* col_group,
+                             const float* scales, const float* zeros, float* w, long ld,
+                             cudaStream_t s) {
+  if (rows == 0 || cols == 0) return cudaSuccess;
+  DequantizeKernel<<<Blocks(size_t(rows) * cols), kThreads, 0, s>>>(codes, rows, cols, col_group,
+                                                                     scales, zeros, w, ld);
   return cudaGetLastError();
 }
 cudaError_t LaunchSum(const float* x, size_t n, double* out, cudaStream_t s) {

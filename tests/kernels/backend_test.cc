@@ -6,7 +6,9 @@
 
 #include <algorithm>
 #include <numeric>
+#include <random>
 
+#include "kernels/packing.h"
 #include "kernels/quant_math.h"
 #include "tests/test_util.h"
 
@@ -71,6 +73,34 @@ TEST_P(BackendOps, GemmAllTransposes) {
         EXPECT_LT(Nmse(Get<float>(dc, m * n).data(), ref.data(), m * n), 1e-7)
             << m << "x" << n << "x" << k << " ta=" << ta << " tb=" << tb;
       }
+    }
+  }
+}
+
+// Dequantize rebuilds exactly what QuantizedWeight::Dequantize does on the host, for grids
+// of several groups and an act-order g_idx, into a strided view.
+TEST_P(BackendOps, DequantizeMatchesTheHost) {
+  for (const auto& d : kDims) {
+    const int64_t rows = d[0], cols = d[2], group = 4, groups = (cols + group - 1) / group;
+    QuantizedWeight q;
+    q.bits = 4, q.group_size = group, q.sym = false, q.rows = rows, q.cols = cols;
+    std::mt19937 gen(static_cast<uint32_t>(rows * 131 + cols));
+    for (int64_t i = 0; i < rows * cols; ++i) q.codes.push_back(static_cast<int32_t>(gen() % 16));
+    for (int64_t c = 0; c < cols; ++c) q.g_idx.push_back(static_cast<int32_t>((cols - 1 - c) / group));
+    q.scales = RandomNormal(groups * rows, 8);
+    for (int64_t i = 0; i < groups * rows; ++i) q.zeros.push_back(static_cast<float>(gen() % 16));
+    ASSERT_TRUE(q.Validate().ok()) << q.Validate();
+    const Tensor want = q.Dequantize();
+    Buffer codes = Put(q.codes), g_idx = Put(q.g_idx), scales = Put(q.scales), zeros = Put(q.zeros);
+    Buffer w = Put(std::vector<float>(rows * (cols + 2), -7.0f));
+    ASSERT_TRUE(b_->Dequantize(codes.i32(), g_idx.i32(), scales.f32(), zeros.f32(),
+                               Mat{w.f32(), rows, cols, cols + 2}).ok());
+    const std::vector<float> got = Get<float>(w, rows * (cols + 2));
+    for (int64_t r = 0; r < rows; ++r) {
+      for (int64_t c = 0; c < cols; ++c) {
+        ASSERT_EQ(got[r * (cols + 2) + c], want.as<float>()[r * cols + c]) << r << "," << c;
+      }
+      EXPECT_EQ(got[r * (cols + 2) + cols], -7.0f) << "wrote past the view";
     }
   }
 }

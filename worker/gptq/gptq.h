@@ -53,9 +53,11 @@ struct ModuleResult {
   GptqStats stats;
 };
 
-// Copies a module's result to the host (w: the dequantized weight on the device).
+// Copies a module's result to the host (w: the dequantized weight on the device); without
+// `with_dequantized` the result's `dequantized` stays empty (the codes and grid only).
 absl::StatusOr<ModuleResult> DownloadResult(kernels::Backend& b, const kernels::Mat& w,
-                                            const DeviceQuantized& d, const QuantConfig& cfg);
+                                            const DeviceQuantized& d, const QuantConfig& cfg,
+                                            bool with_dequantized = true);
 
 // Host convenience wrappers: upload, run, download. `weight` is any float dtype
 // [rows, cols]; `hessian` fp32 [cols, cols] (a sum or a mean).

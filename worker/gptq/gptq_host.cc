@@ -34,7 +34,7 @@ absl::StatusOr<Buffer> UploadF32(Backend& b, const TensorView& t) {
 }  // namespace
 
 absl::StatusOr<ModuleResult> DownloadResult(Backend& b, const Mat& w, const DeviceQuantized& d,
-                                            const QuantConfig& cfg) {
+                                            const QuantConfig& cfg, bool with_dequantized) {
   ModuleResult r;
   r.stats = d.stats;
   kernels::QuantizedWeight& q = r.q;
@@ -48,11 +48,13 @@ absl::StatusOr<ModuleResult> DownloadResult(Backend& b, const Mat& w, const Devi
   q.scales.resize(groups * w.rows);
   q.zeros.resize(groups * w.rows);
   q.g_idx = d.g_idx;
-  r.dequantized = Tensor(DType::kF32, {w.rows, w.cols});
   DGPTQ_RETURN_IF_ERROR(b.Download(d.codes.data(), q.codes.data(), q.codes.size() * 4));
   DGPTQ_RETURN_IF_ERROR(b.Download(d.scales.data(), q.scales.data(), q.scales.size() * 4));
   DGPTQ_RETURN_IF_ERROR(b.Download(d.zeros.data(), q.zeros.data(), q.zeros.size() * 4));
-  DGPTQ_RETURN_IF_ERROR(b.Download(w.data, r.dequantized.data(), r.dequantized.nbytes()));
+  if (with_dequantized) {
+    r.dequantized = Tensor(DType::kF32, {w.rows, w.cols});
+    DGPTQ_RETURN_IF_ERROR(b.Download(w.data, r.dequantized.data(), r.dequantized.nbytes()));
+  }
   return r;
 }
 

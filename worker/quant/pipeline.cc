@@ -520,7 +520,7 @@ absl::Status Pipeline::QuantizeGroup(LayerWeights& w, int layer, int group, Hess
     }
     const std::string full = model_->LayerPrefix(layer) + m;
     if (!q.ok()) return Annotate(q.status(), full);
-    DGPTQ_ASSIGN_OR_RETURN(ModuleResult r, DownloadResult(*b_, wm, *q, o_.quant));
+    DGPTQ_ASSIGN_OR_RETURN(ModuleResult r, DownloadResult(*b_, wm, *q, o_.quant, false));
     // The scales as the output stores them: the next layers, a resumed run and the
     // checkpoint's readers all dequantize the same weights.
     if (scale_dtype_) RoundScales(&r.q, *scale_dtype_);
@@ -678,9 +678,30 @@ absl::Status Pipeline::WriteModule(const std::string& full, const kernels::Quant
   return writer_->AddQuantized(full, q, bias);
 }
 
+// The codes and the (rounded) grid go to the device and the weight is rebuilt there: no
+// host pass over the weight and no fp32 upload; the same fp32 operations as
+// QuantizedWeight::Dequantize, so a reader of the output sees these weights bit for bit.
+// `q` comes from this rank's GPTQ or from DeserializeQuantized, which validated its codes
+// and g_idx; the sizes are checked again here (cheap), the values are not (a host pass).
 absl::Status Pipeline::Install(const Mat& wm, const kernels::QuantizedWeight& q) {
-  const Tensor deq = q.Dequantize();
-  return b_->Upload(deq.data(), wm.data, deq.nbytes());
+  const size_t cells = static_cast<size_t>(wm.rows * wm.cols);
+  if (q.rows != wm.rows || q.cols != wm.cols || q.codes.size() != cells ||
+      q.g_idx.size() != static_cast<size_t>(wm.cols) || q.scales.size() != q.zeros.size() ||
+      q.scales.size() < static_cast<size_t>(wm.rows)) {
+    return absl::InternalError(absl::StrFormat("result [%d, %d] for a weight [%d, %d]", q.rows,
+                                               q.cols, wm.rows, wm.cols));
+  }
+  auto put = [&](const void* host, size_t bytes) -> absl::StatusOr<kernels::Buffer> {
+    DGPTQ_ASSIGN_OR_RETURN(kernels::Buffer d, b_->Allocate(std::max<size_t>(bytes, 4)));
+    DGPTQ_RETURN_IF_ERROR(b_->Upload(host, d.data(), bytes));
+    return d;
+  };
+  DGPTQ_ASSIGN_OR_RETURN(kernels::Buffer codes, put(q.codes.data(), q.codes.size() * 4));
+  DGPTQ_ASSIGN_OR_RETURN(kernels::Buffer g_idx, put(q.g_idx.data(), q.g_idx.size() * 4));
+  DGPTQ_ASSIGN_OR_RETURN(kernels::Buffer scales, put(q.scales.data(), q.scales.size() * 4));
+  DGPTQ_ASSIGN_OR_RETURN(kernels::Buffer zeros, put(q.zeros.data(), q.zeros.size() * 4));
+  // The buffers' frees are ordered after the kernel on the backend's stream.
+  return b_->Dequantize(codes.i32(), g_idx.i32(), scales.f32(), zeros.f32(), wm);
 }
 
 absl::Status Pipeline::Propagate(const LayerWeights& w, const Mat& x) {
