@@ -124,6 +124,7 @@ void Coordinator::RestoreLocked() {
     }
     metrics_->JobTransition(v1::JOB_STATE_UNSPECIFIED, v1::JOB_STATE_QUEUED, absl::ZeroDuration());
     active_[id].spec = *std::move(spec);
+    active_[id].attempt = store_.Get(id)->retries();  // the retry budget is not reset
     queue_.push_back(id);
   }
   if (store_.size() > 0) {
@@ -286,7 +287,10 @@ void Coordinator::RequeueLocked(const std::string& job_id, const std::string& re
       absl::StrFormat("%s; re-queued to resume after layer %d (retry %d of %d)", reason,
                       done - 1, job.attempt, options_.max_job_retries);
   TransitionLocked(job_id, v1::JOB_STATE_QUEUED, job.requeued_because);
-  store_.Update(job_id, [](v1::Job* j) { j->clear_worker_ids(); });
+  store_.Update(job_id, [&job](v1::Job* j) {
+    j->clear_worker_ids();
+    j->set_retries(job.attempt);
+  });
   job.ranks.clear();
   job.finished.clear();
   job.layers_done.clear();

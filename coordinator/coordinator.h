@@ -115,7 +115,7 @@ class Coordinator {
     std::optional<Plan> plan;
     absl::Time rendezvous_deadline = absl::InfiniteFuture();
     bool assigned = false;  // Assignments sent (RUNNING)
-    int attempt = 0;        // times the job was re-queued after a lost worker
+    int attempt = 0;        // times the job was re-queued after a lost worker (Job.retries)
     std::string requeued_because;  // the last re-queue's reason, kept in the queue reason
     // A rank's failure that a lost peer may explain (UNAVAILABLE, ...), held back until
     // `failure_deadline`: the lost worker, reported meanwhile, is the better reason.

@@ -195,6 +195,29 @@ TEST_F(RestartTest, ARunningJobWhoseOutputAppearedIsNotRunAgain) {
   EXPECT_FALSE(w.Next(300ms).has_value());
 }
 
+// The retry budget survives a restart: a job re-queued once before the restart is on its
+// second retry after it, not its first again.
+TEST_F(RestartTest, RetriesAreCountedAcrossARestart) {
+  StartDaemon();
+  const std::string id = RunOnFakeWorker("out-r", "");
+  workers_.front()->Disconnect();
+  ASSERT_TRUE(WaitForState(id, v1::JOB_STATE_QUEUED));
+  EXPECT_EQ(Get(id).retries(), 1);
+  EXPECT_THAT(Get(id).reason(), HasSubstr("(retry 1 of 3)"));
+  Kill();
+  StartDaemon(port_);
+  EXPECT_EQ(Get(id).retries(), 1);
+  FakeWorker& w = AddWorker("after");
+  EXPECT_EQ(Expect(w, Kind::kCreateRendezvous).create_rendezvous().job_id(), id);
+  w.Offer(id);
+  Expect(w, Kind::kAssignment);
+  ASSERT_TRUE(WaitForState(id, v1::JOB_STATE_RUNNING));
+  w.Disconnect();
+  ASSERT_TRUE(WaitForState(id, v1::JOB_STATE_QUEUED));
+  EXPECT_EQ(Get(id).retries(), 2);
+  EXPECT_THAT(Get(id).reason(), HasSubstr("(retry 2 of 3)"));
+}
+
 TEST_F(RestartTest, AStateFileThatIsNotAJobDatabaseStopsTheDaemon) {
   std::filesystem::create_directories(tmp_ / "state");
   const std::string path = tmp_ / "state/jobs.db";
