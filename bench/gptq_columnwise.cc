@@ -70,11 +70,10 @@ absl::StatusOr<ColumnwiseResult> RunGptqColumnwise(Backend& b, const Mat& w_in, 
   for (int64_t i = 0; i < cols && !per_channel; ++i) {
     col_group[i] = static_cast<int32_t>((cfg.static_groups ? perm[i] : i) / g);
   }
-  DGPTQ_ASSIGN_OR_RETURN(Buffer col_group_dev, b.Allocate(cols * sizeof(int32_t)));
-  DGPTQ_RETURN_IF_ERROR(b.Upload(col_group.data(), col_group_dev.data(), cols * sizeof(int32_t)));
+  DGPTQ_ASSIGN_OR_RETURN(Buffer col_group_dev,
+                         kernels::UploadNew(b, col_group.data(), cols * sizeof(int32_t)));
   const float one = 1.0f;
-  DGPTQ_ASSIGN_OR_RETURN(Buffer one_dev, b.Allocate(1 * sizeof(float)));
-  DGPTQ_RETURN_IF_ERROR(b.Upload(&one, one_dev.data(), sizeof(float)));
+  DGPTQ_ASSIGN_OR_RETURN(Buffer one_dev, kernels::UploadNew(b, &one, sizeof(float)));
   const Mat unit{one_dev.f32(), 1, 1, 1};
   DGPTQ_ASSIGN_OR_RETURN(Buffer diff_buf, b.Allocate(rows * sizeof(float)));
   const Mat diff{diff_buf.f32(), rows, 1, 1};

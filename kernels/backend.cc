@@ -41,6 +41,18 @@ absl::Status CheckSquare(const Mat& m, const char* what) {
   return absl::OkStatus();
 }
 
+absl::StatusOr<Buffer> UploadNew(Backend& backend, const void* host, size_t bytes) {
+  DGPTQ_ASSIGN_OR_RETURN(Buffer d, backend.Allocate(bytes));
+  DGPTQ_RETURN_IF_ERROR(backend.Upload(host, d.data(), bytes));
+  return d;
+}
+
+absl::Status GemmIn(Backend& backend, bool bf16, bool trans_a, bool trans_b, float alpha,
+                    const Mat& a, const Mat& b, float beta, const Mat& c) {
+  return bf16 ? backend.GemmBf16(trans_a, trans_b, alpha, a, b, beta, c)
+              : backend.Gemm(trans_a, trans_b, alpha, a, b, beta, c);
+}
+
 absl::StatusOr<DeviceKind> ParseDeviceKind(const std::string& name) {
   if (name == "cpu") return DeviceKind::kCpu;
   if (name == "cuda" || name == "gpu") return DeviceKind::kCuda;

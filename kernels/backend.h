@@ -214,6 +214,12 @@ class Backend {
   virtual absl::Status CrossEntropy(const Mat& logits, const int32_t* targets, float* nll) = 0;
 };
 
+// A new buffer on `backend`'s device holding a copy of `bytes` bytes of host memory.
+absl::StatusOr<Buffer> UploadNew(Backend& backend, const void* host, size_t bytes);
+// C = alpha op(A) op(B) + beta C: Backend::Gemm, or with `bf16` Backend::GemmBf16.
+absl::Status GemmIn(Backend& backend, bool bf16, bool trans_a, bool trans_b, float alpha,
+                    const Mat& a, const Mat& b, float beta, const Mat& c);
+
 // The CPU backend with `threads` workers (0: all cores).
 std::unique_ptr<Backend> MakeCpuBackend(int threads = 0);
 // The CUDA backend on `device`; Unavailable when built without CUDA or no GPU exists.

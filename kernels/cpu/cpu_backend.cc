@@ -5,9 +5,9 @@
 
 #include <algorithm>
 #include <atomic>
-#include <memory>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <numeric>
 #include <thread>
 #include <vector>

@@ -39,11 +39,11 @@ cudaError_t LaunchComputeGrid(const float* w, long rows, long cols, long ld, int
 cudaError_t LaunchQuantizeRtn(float* w, long rows, long cols, long ld, int bits,
                               const int* col_group, const float* scales, const float* zeros,
                               int* codes, cudaStream_t stream);
-// *out = sum of x[0..n) in double.
 // w[r, c] = scales[g, r] * (codes[r, c] - zeros[g, r]), g = col_group[c]; codes ld = cols.
 cudaError_t LaunchDequantize(const int* codes, long rows, long cols, const int* col_group,
                              const float* scales, const float* zeros, float* w, long ld,
                              cudaStream_t stream);
+// *out = sum of x[0..n) in double.
 cudaError_t LaunchSum(const float* x, size_t n, double* out, cudaStream_t stream);
 // Column-major lower triangle copied onto the upper one (a symmetric matrix).
 cudaError_t LaunchMirrorLower(float* a, long n, long ld, cudaStream_t stream);

@@ -23,8 +23,7 @@ absl::Status CheckWeight(const TensorView& w) {
 
 // Uploads a float tensor as fp32 into a new device buffer.
 absl::StatusOr<Buffer> UploadF32(Backend& b, const TensorView& t) {
-  DGPTQ_ASSIGN_OR_RETURN(Buffer raw, b.Allocate(t.nbytes()));
-  DGPTQ_RETURN_IF_ERROR(b.Upload(t.data, raw.data(), t.nbytes()));
+  DGPTQ_ASSIGN_OR_RETURN(Buffer raw, kernels::UploadNew(b, t.data, t.nbytes()));
   if (t.dtype == DType::kF32) return raw;
   DGPTQ_ASSIGN_OR_RETURN(Buffer f32, b.Allocate(t.numel() * sizeof(float)));
   DGPTQ_RETURN_IF_ERROR(b.ConvertToF32(t.dtype, raw.data(), f32.f32(), t.numel()));

@@ -39,8 +39,8 @@ absl::StatusOr<DeviceTensor> RunToHidden(kernels::Backend& b, DecoderModel& mode
                                          int64_t batch_windows) {
   const ModelConfig& c = r.config();
   const int64_t n = w.count * w.seq_len, L = w.seq_len;
-  DGPTQ_ASSIGN_OR_RETURN(kernels::Buffer ids, b.Allocate(n * sizeof(int32_t)));
-  DGPTQ_RETURN_IF_ERROR(b.Upload(w.ids.data(), ids.data(), n * sizeof(int32_t)));
+  DGPTQ_ASSIGN_OR_RETURN(kernels::Buffer ids,
+                         kernels::UploadNew(b, w.ids.data(), n * sizeof(int32_t)));
   DGPTQ_ASSIGN_OR_RETURN(DeviceTensor x, NewDeviceTensor(b, n, c.hidden_size));
   DGPTQ_RETURN_IF_ERROR(model.Embed(ids.i32(), L, x.mat));
   const CaptureFn none = [](int, const Mat&) -> absl::StatusOr<bool> { return true; };
@@ -87,8 +87,8 @@ absl::StatusOr<EvalResult> EvaluatePerplexity(kernels::Backend& b, ModelReader& 
   for (int64_t i = 0; i < n; ++i) {
     if ((i + 1) % L != 0) targets[i] = w.ids[i + 1];
   }
-  DGPTQ_ASSIGN_OR_RETURN(kernels::Buffer tgt, b.Allocate(n * sizeof(int32_t)));
-  DGPTQ_RETURN_IF_ERROR(b.Upload(targets.data(), tgt.data(), n * sizeof(int32_t)));
+  DGPTQ_ASSIGN_OR_RETURN(kernels::Buffer tgt,
+                         kernels::UploadNew(b, targets.data(), n * sizeof(int32_t)));
   DGPTQ_ASSIGN_OR_RETURN(kernels::Buffer nll, b.Allocate(n * sizeof(float)));
   DGPTQ_ASSIGN_OR_RETURN(DeviceTensor logits, NewDeviceTensor(b, bw * L, c.vocab_size));
   for (int64_t w0 = 0; w0 < w.count; w0 += bw) {

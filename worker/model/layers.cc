@@ -29,8 +29,7 @@ absl::StatusOr<DeviceTensor> UploadF32(Backend& b, const TensorView& t) {
     DGPTQ_RETURN_IF_ERROR(b.Upload(t.data, d.buf.data(), t.nbytes()));
     return d;
   }
-  DGPTQ_ASSIGN_OR_RETURN(kernels::Buffer raw, b.Allocate(t.nbytes()));
-  DGPTQ_RETURN_IF_ERROR(b.Upload(t.data, raw.data(), t.nbytes()));
+  DGPTQ_ASSIGN_OR_RETURN(kernels::Buffer raw, kernels::UploadNew(b, t.data, t.nbytes()));
   DGPTQ_RETURN_IF_ERROR(b.ConvertToF32(t.dtype, raw.data(), d.buf.f32(), t.numel()));
   DGPTQ_RETURN_IF_ERROR(b.Synchronize());
   return d;
@@ -59,8 +58,7 @@ absl::StatusOr<DeviceTensor> LoadTensor(Backend& b, ModelReader& r, const std::s
 
 absl::Status Linear(Backend& b, const Mat& x, const Mat& w, const float* bias, const Mat& out,
                     bool bf16) {
-  DGPTQ_RETURN_IF_ERROR(bf16 ? b.GemmBf16(false, true, 1.0f, x, w, 0.0f, out)
-                             : b.Gemm(false, true, 1.0f, x, w, 0.0f, out));
+  DGPTQ_RETURN_IF_ERROR(kernels::GemmIn(b, bf16, false, true, 1.0f, x, w, 0.0f, out));
   if (bias != nullptr) DGPTQ_RETURN_IF_ERROR(b.AddBias(out, bias));
   return absl::OkStatus();
 }

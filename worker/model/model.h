@@ -65,6 +65,7 @@ class DecoderModel {
   // Whether the linear layers' GEMMs round their operands to bf16 (Backend::GemmBf16):
   // off by default (fp32).
   void SetBf16Gemms(bool on) { bf16_gemms_ = on; }
+  bool bf16_gemms() const { return bf16_gemms_; }
 
  protected:
   DecoderModel(const ModelConfig& c, kernels::Backend& b) : config_(c), b_(b) {}

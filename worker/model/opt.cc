@@ -86,8 +86,8 @@ class OptModel final : public DecoderModel {
     // Positions 0..seq_len-1 of every window, offset by 2 into the learned table.
     std::vector<int32_t> pos(out.rows);
     for (int64_t r = 0; r < out.rows; ++r) pos[r] = static_cast<int32_t>(r % seq_len + kPositionOffset);
-    DGPTQ_ASSIGN_OR_RETURN(kernels::Buffer dpos, b_.Allocate(pos.size() * sizeof(int32_t)));
-    DGPTQ_RETURN_IF_ERROR(b_.Upload(pos.data(), dpos.data(), pos.size() * sizeof(int32_t)));
+    DGPTQ_ASSIGN_OR_RETURN(kernels::Buffer dpos,
+                           kernels::UploadNew(b_, pos.data(), pos.size() * sizeof(int32_t)));
     DGPTQ_ASSIGN_OR_RETURN(DeviceTensor pe, NewDeviceTensor(b_, out.rows, out.cols));
     DGPTQ_RETURN_IF_ERROR(b_.Embedding(dpos.i32(), pos_.mat, pe.mat));
     return b_.Add(out, pe.mat);

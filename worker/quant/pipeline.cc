@@ -135,6 +135,8 @@ class Pipeline {
   // The layer's tensors stored as they are (norms): those under its prefix that are not a
   // linear module's weight or bias.
   std::vector<std::string> PlainLayerTensors(int layer) const;
+  // Every source tensor of `layer` (those under its prefix).
+  std::vector<std::string> LayerTensors(int layer) const;
   absl::Status BroadcastValue(int64_t* v);
   absl::Status QuantizeStage(LayerWeights& w, int layer, const std::set<int>& stage, const Mat& x);
   // Adds the time spent forming and summing the products to *hessian_seconds.
@@ -172,7 +174,6 @@ class Pipeline {
   std::unique_ptr<DecoderModel> model_;
   std::unique_ptr<ModelWriter> writer_;  // rank 0 owns the partial output; others attach
   std::optional<DType> scale_dtype_;     // what the output stores scales in
-  bool bf16_gemms_ = false;              // forward and Hessian GEMMs (QuantizeOptions::gemm)
   std::map<std::string, kernels::QuantizedWeight> owned_;  // this layer's, by module
   TokenWindows calib_;                   // this rank's shard of the windows
   double total_tokens_ = 0;              // over every rank: the Hessian's divisor
@@ -195,8 +196,7 @@ absl::StatusOr<QuantizeReport> Pipeline::Run() {
   }
   DGPTQ_ASSIGN_OR_RETURN(b_, kernels::MakeBackend(o_.device, o_.cpu_threads, o_.gpu));
   DGPTQ_ASSIGN_OR_RETURN(model_, DecoderModel::Create(c, *b_));
-  bf16_gemms_ = o_.Bf16Gemms(c.torch_dtype);
-  model_->SetBf16Gemms(bf16_gemms_);
+  model_->SetBf16Gemms(o_.Bf16Gemms(c.torch_dtype));
   DGPTQ_RETURN_IF_ERROR(CheckContext(model_->num_layers()));
   if (!o_.rtn) {
     auto tc = Clock::now();
@@ -220,12 +220,11 @@ absl::StatusOr<QuantizeReport> Pipeline::Run() {
     // The tables are needed for this one step: freed before the layers need the memory.
     DGPTQ_RETURN_IF_ERROR(model_->LoadGlobals(*reader_, DecoderModel::Globals::kEmbeddings));
     const int64_t n = calib_.count * calib_.seq_len;
-    DGPTQ_ASSIGN_OR_RETURN(kernels::Buffer ids, b_->Allocate(n * sizeof(int32_t)));
-    DGPTQ_RETURN_IF_ERROR(b_->Upload(calib_.ids.data(), ids.data(), n * sizeof(int32_t)));
+    DGPTQ_ASSIGN_OR_RETURN(kernels::Buffer ids,
+                           kernels::UploadNew(*b_, calib_.ids.data(), n * sizeof(int32_t)));
     DGPTQ_ASSIGN_OR_RETURN(x, NewDeviceTensor(*b_, n, c.hidden_size));
     DGPTQ_RETURN_IF_ERROR(model_->Embed(ids.i32(), calib_.seq_len, x.mat));
-    DGPTQ_RETURN_IF_ERROR(b_->Synchronize());
-    model_->DropGlobals();
+    model_->DropGlobals();  // frees are ordered after the embedding on the backend's stream
   }
   DGPTQ_RETURN_IF_ERROR(PrefetchLayer(start));
   DGPTQ_RETURN_IF_ERROR(ReplayLayers(start, x.mat));
@@ -291,10 +290,8 @@ absl::Status Pipeline::QuantizeLayer(int layer, const Mat& x) {
 
 absl::Status Pipeline::PrefetchLayer(int layer) {
   if (!o_.prefetch || layer >= model_->num_layers()) return absl::OkStatus();
-  const std::string prefix = model_->LayerPrefix(layer);
   std::vector<PagePrefetcher::Span> spans;
-  for (const std::string& name : reader_->TensorNames()) {
-    if (!absl::StartsWith(name, prefix)) continue;
+  for (const std::string& name : LayerTensors(layer)) {
     DGPTQ_ASSIGN_OR_RETURN(TensorView v, reader_->Raw(name));  // maps here, on this thread
     spans.push_back({v.data, v.nbytes()});
   }
@@ -328,10 +325,19 @@ std::vector<std::string> Pipeline::PlainLayerTensors(int layer) const {
     }
   }
   std::vector<std::string> plain;
-  for (const std::string& name : reader_->TensorNames()) {
-    if (absl::StartsWith(name, prefix) && !linear.count(name)) plain.push_back(name);
+  for (const std::string& name : LayerTensors(layer)) {
+    if (!linear.count(name)) plain.push_back(name);
   }
   return plain;
+}
+
+std::vector<std::string> Pipeline::LayerTensors(int layer) const {
+  const std::string prefix = model_->LayerPrefix(layer);
+  std::vector<std::string> names;
+  for (const std::string& name : reader_->TensorNames()) {
+    if (absl::StartsWith(name, prefix)) names.push_back(name);
+  }
+  return names;
 }
 
 std::string Pipeline::MissingFromLayer(const std::map<std::string, std::vector<std::string>>& parts,
@@ -375,8 +381,7 @@ absl::StatusOr<int> Pipeline::ResumePoint() {
 // One int64 from rank 0 to every rank (through device memory for NCCL).
 absl::Status Pipeline::BroadcastValue(int64_t* v) {
   if (ctx_.comm->backend() != "nccl") return ctx_.comm->Broadcast(v, sizeof(*v), 0);
-  DGPTQ_ASSIGN_OR_RETURN(kernels::Buffer d, b_->Allocate(sizeof(*v)));
-  DGPTQ_RETURN_IF_ERROR(b_->Upload(v, d.data(), sizeof(*v)));
+  DGPTQ_ASSIGN_OR_RETURN(kernels::Buffer d, kernels::UploadNew(*b_, v, sizeof(*v)));
   DGPTQ_RETURN_IF_ERROR(b_->Synchronize());
   DGPTQ_RETURN_IF_ERROR(ctx_.comm->Broadcast(d.data(), sizeof(*v), 0));
   return b_->Download(d.data(), v, sizeof(*v));
@@ -473,8 +478,8 @@ absl::Status Pipeline::CollectHessians(const LayerWeights& w, const Mat& x,
       const auto th = Clock::now();
       for (int64_t r0 = 0; r0 < in.rows; r0 += L) {  // one window at a time
         const Mat xw = in.Block(r0, 0, std::min(L, in.rows - r0), in.cols);
-        DGPTQ_RETURN_IF_ERROR(bf16_gemms_ ? b_->GemmBf16(true, false, 1.0f, xw, xw, 0.0f, p)
-                                          : b_->Gemm(true, false, 1.0f, xw, xw, 0.0f, p));
+        DGPTQ_RETURN_IF_ERROR(
+            kernels::GemmIn(*b_, model_->bf16_gemms(), true, false, 1.0f, xw, xw, 0.0f, p));
         DGPTQ_RETURN_IF_ERROR(b_->AddF32ToF64(p.data, h.data(), h.count(), h.empty));
         h.empty = false;
       }
@@ -691,15 +696,12 @@ absl::Status Pipeline::Install(const Mat& wm, const kernels::QuantizedWeight& q)
     return absl::InternalError(absl::StrFormat("result [%d, %d] for a weight [%d, %d]", q.rows,
                                                q.cols, wm.rows, wm.cols));
   }
-  auto put = [&](const void* host, size_t bytes) -> absl::StatusOr<kernels::Buffer> {
-    DGPTQ_ASSIGN_OR_RETURN(kernels::Buffer d, b_->Allocate(std::max<size_t>(bytes, 4)));
-    DGPTQ_RETURN_IF_ERROR(b_->Upload(host, d.data(), bytes));
-    return d;
-  };
-  DGPTQ_ASSIGN_OR_RETURN(kernels::Buffer codes, put(q.codes.data(), q.codes.size() * 4));
-  DGPTQ_ASSIGN_OR_RETURN(kernels::Buffer g_idx, put(q.g_idx.data(), q.g_idx.size() * 4));
-  DGPTQ_ASSIGN_OR_RETURN(kernels::Buffer scales, put(q.scales.data(), q.scales.size() * 4));
-  DGPTQ_ASSIGN_OR_RETURN(kernels::Buffer zeros, put(q.zeros.data(), q.zeros.size() * 4));
+  using kernels::UploadNew;
+  DGPTQ_ASSIGN_OR_RETURN(kernels::Buffer codes, UploadNew(*b_, q.codes.data(), q.codes.size() * 4));
+  DGPTQ_ASSIGN_OR_RETURN(kernels::Buffer g_idx, UploadNew(*b_, q.g_idx.data(), q.g_idx.size() * 4));
+  DGPTQ_ASSIGN_OR_RETURN(kernels::Buffer scales,
+                         UploadNew(*b_, q.scales.data(), q.scales.size() * 4));
+  DGPTQ_ASSIGN_OR_RETURN(kernels::Buffer zeros, UploadNew(*b_, q.zeros.data(), q.zeros.size() * 4));
   // The buffers' frees are ordered after the kernel on the backend's stream.
   return b_->Dequantize(codes.i32(), g_idx.i32(), scales.f32(), zeros.f32(), wm);
 }
