@@ -39,18 +39,22 @@ absl::StatusOr<ColumnwiseResult> RunGptqColumnwise(Backend& b, const Mat& w_in, 
   const auto t0 = std::chrono::steady_clock::now();
   const bool per_channel = cfg.group_size <= 0, dynamic = !per_channel && !cfg.static_groups;
   const int64_t g = per_channel ? cols : cfg.group_size;
-  DGPTQ_ASSIGN_OR_RETURN(Buffer scales, b.Allocate((cfg.NumGroups(cols) * rows) * sizeof(float)));
-  DGPTQ_ASSIGN_OR_RETURN(Buffer zeros, b.Allocate((cfg.NumGroups(cols) * rows) * sizeof(float)));
+  const size_t grid_bytes = cfg.NumGroups(cols) * rows * sizeof(float);
+  DGPTQ_ASSIGN_OR_RETURN(Buffer scales, b.Allocate(grid_bytes));
+  DGPTQ_ASSIGN_OR_RETURN(Buffer zeros, b.Allocate(grid_bytes));
+  // Per-channel grids come from W before dead columns are zeroed; static ones after.
   if (per_channel) DGPTQ_RETURN_IF_ERROR(StaticGrids(b, w_in, cfg, scales.f32(), zeros.f32()));
   DGPTQ_RETURN_IF_ERROR(b.PrepareHessian(h_in, w_in, static_cast<float>(1.0 / nsamples)));
-  if (cfg.static_groups) DGPTQ_RETURN_IF_ERROR(StaticGrids(b, w_in, cfg, scales.f32(), zeros.f32()));
+  if (cfg.static_groups) {
+    DGPTQ_RETURN_IF_ERROR(StaticGrids(b, w_in, cfg, scales.f32(), zeros.f32()));
+  }
 
   // Act-order permutation (identity without it), then Hinv = chol((H + damp)^-1) upper.
   std::vector<int32_t> perm(cols);
   for (int64_t i = 0; i < cols; ++i) perm[i] = static_cast<int32_t>(i);
   DGPTQ_ASSIGN_OR_RETURN(Buffer perm_dev, b.Allocate(cols * sizeof(int32_t)));
-  DGPTQ_ASSIGN_OR_RETURN(Buffer wp, b.Allocate((rows * cols) * sizeof(float)));
-  DGPTQ_ASSIGN_OR_RETURN(Buffer hp, b.Allocate((cols * cols) * sizeof(float)));
+  DGPTQ_ASSIGN_OR_RETURN(Buffer wp, b.Allocate(rows * cols * sizeof(float)));
+  DGPTQ_ASSIGN_OR_RETURN(Buffer hp, b.Allocate(cols * cols * sizeof(float)));
   if (cfg.act_order) {
     DGPTQ_RETURN_IF_ERROR(b.ArgsortDiagDescending(h_in, perm_dev.i32()));
     DGPTQ_RETURN_IF_ERROR(b.Download(perm_dev.data(), perm.data(), cols * sizeof(int32_t)));
@@ -62,9 +66,6 @@ absl::StatusOr<ColumnwiseResult> RunGptqColumnwise(Backend& b, const Mat& w_in, 
   DGPTQ_RETURN_IF_ERROR(b.PermuteSymmetric(h_in, perm_dev.i32(), hinv));
   DGPTQ_RETURN_IF_ERROR(b.Dampen(hinv, cfg.damp_percent));
   DGPTQ_RETURN_IF_ERROR(b.CholeskyInverseUpper(hinv));
-  // The diagonal, to the host once: it scales each column's rank-1 update (GEMM alpha).
-  std::vector<float> hinv_host(cols * cols);
-  DGPTQ_RETURN_IF_ERROR(b.Download(hinv.data, hinv_host.data(), hinv_host.size() * sizeof(float)));
 
   std::vector<int32_t> col_group(cols, 0);
   for (int64_t i = 0; i < cols && !per_channel; ++i) {
@@ -75,16 +76,25 @@ absl::StatusOr<ColumnwiseResult> RunGptqColumnwise(Backend& b, const Mat& w_in, 
   const float one = 1.0f;
   DGPTQ_ASSIGN_OR_RETURN(Buffer one_dev, kernels::UploadNew(b, &one, sizeof(float)));
   const Mat unit{one_dev.f32(), 1, 1, 1};
+  // The diagonal, to the host once: it scales each column's rank-1 update (GEMM alpha). A
+  // [cols, 1] view with leading dimension cols + 1 walks it; one GEMM by 1 packs it.
+  DGPTQ_ASSIGN_OR_RETURN(Buffer diag_buf, b.Allocate(cols * sizeof(float)));
+  DGPTQ_RETURN_IF_ERROR(b.Gemm(false, false, 1.0f, Mat{hinv.data, cols, 1, cols + 1}, unit, 0.0f,
+                               Mat{diag_buf.f32(), cols, 1, 1}));
+  std::vector<float> hinv_diag(cols);
+  DGPTQ_RETURN_IF_ERROR(b.Download(diag_buf.data(), hinv_diag.data(), cols * sizeof(float)));
   DGPTQ_ASSIGN_OR_RETURN(Buffer diff_buf, b.Allocate(rows * sizeof(float)));
   const Mat diff{diff_buf.f32(), rows, 1, 1};
-  DGPTQ_ASSIGN_OR_RETURN(Buffer codes_t, b.Allocate((cols * rows) * sizeof(int32_t)));  // [cols, rows]
+  // [cols, rows]: column c's codes are contiguous, as QuantizeRtn writes a one-column view.
+  DGPTQ_ASSIGN_OR_RETURN(Buffer codes_t, b.Allocate(cols * rows * sizeof(int32_t)));
 
   for (int64_t c = 0; c < cols; ++c) {
     const Mat col = w.Block(0, c, rows, 1);
     if (dynamic && c % g == 0) {
+      const int64_t at = (c / g) * rows;
       DGPTQ_RETURN_IF_ERROR(b.ComputeGrid(w.Block(0, c, rows, std::min(g, cols - c)),
                                           kernels::GridSpec{cfg.bits, cfg.sym, cfg.mse},
-                                          scales.f32() + (c / g) * rows, zeros.f32() + (c / g) * rows));
+                                          scales.f32() + at, zeros.f32() + at));
     }
     // diff = w[:, c]; w[:, c] = q (and its codes); diff -= q.
     DGPTQ_RETURN_IF_ERROR(b.Gemm(false, false, 1.0f, col, unit, 0.0f, diff));
@@ -92,9 +102,10 @@ absl::StatusOr<ColumnwiseResult> RunGptqColumnwise(Backend& b, const Mat& w_in, 
                                         zeros.f32(), codes_t.i32() + c * rows));
     DGPTQ_RETURN_IF_ERROR(b.Gemm(false, false, -1.0f, col, unit, 1.0f, diff));
     if (c + 1 < cols) {  // W[:, c+1:] -= (diff / Hinv[c, c]) Hinv[c, c+1:]
-      const float alpha = -1.0f / hinv_host[c * cols + c];
-      DGPTQ_RETURN_IF_ERROR(b.Gemm(false, false, alpha, diff, hinv.Block(c, c + 1, 1, cols - c - 1),
-                                   1.0f, w.Block(0, c + 1, rows, cols - c - 1)));
+      const int64_t rest = cols - c - 1;
+      DGPTQ_RETURN_IF_ERROR(b.Gemm(false, false, -1.0f / hinv_diag[c], diff,
+                                   hinv.Block(c, c + 1, 1, rest), 1.0f,
+                                   w.Block(0, c + 1, rows, rest)));
     }
   }
   std::vector<int32_t> t(cols * rows);
